@@ -1,0 +1,1 @@
+"""The aiohttp application: JSON API, staff pages, health and metrics."""

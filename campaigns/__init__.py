@@ -1,0 +1,1 @@
+"""Outbound return-visit campaigns."""

@@ -1,0 +1,1 @@
+"""Cases, their lifecycle and event history, deadlines, duplicates and statistics."""

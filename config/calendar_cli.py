@@ -1,0 +1,9 @@
+"""`hotline calendar show` (owned by the calendar work)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass

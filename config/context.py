@@ -1,0 +1,41 @@
+"""What a command handler gets: settings, and the database opened only when it asks.
+
+Lives in config (not service) so each package's cli.py can use it without importing
+the composition root.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.db import make_engine, require_current_schema, session_factory
+from config.settings import Settings
+
+Handler = Callable[[argparse.Namespace, "Context"], int]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    hooks: dict[str, list[Callable[..., None]]] = field(default_factory=dict)
+    """Cross-package wiring set up by the composition root, e.g. 'recording_stored'."""
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database.url, echo=self.settings.database.echo)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        """Sessions on a database whose schema is current (else a DatabaseError naming the fix)."""
+        require_current_schema(self.engine)
+        return session_factory(self.engine)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -1,0 +1,199 @@
+"""Settings: one TOML file plus ``HOTLINE_<SECTION>__<KEY>`` environment overrides.
+
+Validated once at start. Unknown keys are errors (a typo in a config file must not be
+silently ignored in a centre that relies on it), and every error names the key and
+what it accepts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.errors import HotlineError
+
+CONFIG_ENV = "HOTLINE_CONFIG"
+
+
+class ConfigError(HotlineError):
+    """The configuration file or environment holds a wrong key or value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///var/hotline.db"
+    """SQLAlchemy URL. SQLite (default, WAL mode) or postgresql+psycopg://…"""
+    echo: bool = False
+
+
+class StorageSettings(Section):
+    root: Path = Path("var/recordings")
+    max_sample_rate: int = Field(16000, ge=8000, le=48000)
+    """Stored copies keep their rate up to this cap (Hz); above it they are resampled down."""
+
+
+class TranscriptionSettings(Section):
+    model_path: Path | None = None
+    """A Vosk model folder. When unset, the first model under models_dir, then installed vosk-model-* packages."""
+    models_dir: Path = Path("var/models")
+    feed_rate: Literal["model", "native"] = "model"
+    """'model': resample 8 kHz audio to the model's rate before recognition (measured better); 'native': feed as is."""
+    low_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    """Words below this confidence are marked for the reviewer."""
+    processes: int = Field(1, ge=1, le=64)
+    lease_seconds: int = Field(600, ge=10)
+    """A running job whose lease expired is taken back: its worker is presumed dead."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_seconds: int = Field(60, ge=0)
+    poll_seconds: float = Field(2.0, gt=0)
+
+
+_TIME = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class YearSchedule(Section):
+    """One year's official schedule, for years the chinese-calendar package does not know."""
+
+    holidays: dict[dt.date, str] = {}
+    """Closed days with their holiday name, e.g. {"2027-10-01" = "National Day"}."""
+    workdays: list[dt.date] = []
+    """Adjusted working weekends (调休)."""
+
+
+class CalendarSettings(Section):
+    timezone: str = "Asia/Shanghai"
+    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[str]] = {
+        d: ["08:30-12:00", "14:30-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")
+    }
+    """Office hours per weekday as "HH:MM-HH:MM" spans; a weekday not listed is closed."""
+    adjusted_workday_hours: list[str] = ["08:30-12:00", "14:30-17:30"]
+    """Hours on an adjusted working weekend day."""
+    closed_days: dict[dt.date, str] = {}
+    """Local extra closed days with a reason."""
+    open_days: list[dt.date] = []
+    """Local extra working days."""
+    years: dict[str, YearSchedule] = {}
+    """Official schedules for years the library does not cover, keyed by year ("2027")."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Asia/Shanghai'") from None
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for spans in v.values():
+            _check_spans(spans)
+        return v
+
+    @field_validator("adjusted_workday_hours")
+    @classmethod
+    def _adj(cls, v: list[str]) -> list[str]:
+        return _check_spans(v)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def _check_spans(spans: list[str]) -> list[str]:
+    import re
+
+    for s in spans:
+        if not re.match(_TIME, s) or s[:5] >= s[6:]:
+            raise ValueError(f"bad span {s!r}: expected 'HH:MM-HH:MM' with start before end")
+    return spans
+
+
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    transcription: TranscriptionSettings = TranscriptionSettings()
+    calendar: CalendarSettings = CalendarSettings()
+    api: ApiSettings = ApiSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else key
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        msg = f"unknown key; accepted keys: {', '.join(known)}" if known else "unknown key"
+    elif err["type"] == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    env = "HOTLINE_" + "__".join(p.upper() for p in loc)
+    return f"{where}: {msg}  (file key {key!r}, environment {env})"
+
+
+def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file (argument, else $HOTLINE_CONFIG, else none) and the environment."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found (from --config or ${CONFIG_ENV})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        lines = [_describe(err, Settings) for err in e.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

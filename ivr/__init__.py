@@ -1,0 +1,1 @@
+"""Everything about calls: SIP/RTP adapter, media, call flows, presence, the outbound dialer."""

@@ -1,0 +1,9 @@
+"""`hotline recordings import|verify`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass

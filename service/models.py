@@ -1,0 +1,7 @@
+"""Import every package's models so the shared metadata (Alembic, create_all) sees all tables."""
+
+
+def import_all_models() -> None:
+    import cases.models  # noqa: F401
+    import recordings.models  # noqa: F401
+    import transcription.models  # noqa: F401
