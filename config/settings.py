@@ -11,11 +11,11 @@ import datetime as dt
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from config.errors import HotlineError
 
@@ -71,12 +71,19 @@ class YearSchedule(Section):
     """Adjusted working weekends (调休)."""
 
 
+DEFAULT_HOURS: dict[str, list[str]] = {
+    **{d: ["08:30-12:00", "14:30-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")},
+    "sat": [],
+    "sun": [],
+}
+
+
 class CalendarSettings(Section):
     timezone: str = "Asia/Shanghai"
-    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[str]] = {
-        d: ["08:30-12:00", "14:30-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")
-    }
-    """Office hours per weekday as "HH:MM-HH:MM" spans; a weekday not listed is closed."""
+    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[str]] = DEFAULT_HOURS
+    """Office hours per weekday as "HH:MM-HH:MM" spans. A weekday not given keeps its default
+    (Mon-Fri 08:30-12:00 and 14:30-17:30, weekend closed); [] closes it. So setting only
+    `sat` adds Saturday hours instead of silently closing the rest of the week."""
     adjusted_workday_hours: list[str] = ["08:30-12:00", "14:30-17:30"]
     """Hours on an adjusted working weekend day."""
     closed_days: dict[dt.date, str] = {}
@@ -100,7 +107,7 @@ class CalendarSettings(Section):
     def _hours(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for spans in v.values():
             _check_spans(spans)
-        return v
+        return {**DEFAULT_HOURS, **v}
 
     @field_validator("adjusted_workday_hours")
     @classmethod
@@ -173,11 +180,16 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
 def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     current: Any = model
     for part in path:
+        if get_origin(current) is dict:  # a table keyed by the user, e.g. [calendar.years."2027"]
+            current = get_args(current)[1]
+            continue
         field = getattr(current, "model_fields", {}).get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        if field is None:
             return []
         current = field.annotation
-    return sorted(getattr(current, "model_fields", {}))
+    if not isinstance(current, type) or not issubclass(current, BaseModel):
+        return []
+    return sorted(current.model_fields)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -197,3 +209,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except ValidationError as e:
         lines = [_describe(err, Settings) for err in e.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as e:
+        # pydantic-settings could not decode an environment value (a list or table that is
+        # not valid JSON); without this it escaped as a traceback.
+        raise ConfigError(f"invalid configuration: {e}: lists and tables in HOTLINE_* variables must be JSON, "
+                          'e.g. HOTLINE_CALENDAR__OPEN_DAYS=\'["2026-10-03"]\'') from None
