@@ -54,7 +54,7 @@ def _now(cal: WorkCalendar) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
-    cal = WorkCalendar(ctx.settings.calendar)
+    cal = ctx.calendar
     day = args.date or dt.datetime.now(cal.tz).date()
     info = cal.day_info(day)
     now = _now(cal)

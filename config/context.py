@@ -10,12 +10,16 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.db import make_engine, require_current_schema, session_factory
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from config.calendar import WorkCalendar
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
@@ -35,6 +39,13 @@ class Context:
         """Sessions on a database whose schema is current (else a DatabaseError naming the fix)."""
         require_current_schema(self.engine)
         return session_factory(self.engine)
+
+    @cached_property
+    def calendar(self) -> "WorkCalendar":
+        """One calendar per process, so the unknown-year warning is given once."""
+        from config.calendar import WorkCalendar
+
+        return WorkCalendar(self.settings.calendar)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HotlineError as e:
         print(f"hotline: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # `hotline cases list | head`: the reader left; not an error worth a traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("hotline: interrupted", file=sys.stderr)
         return 130
