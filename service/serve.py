@@ -29,7 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.sessions  # noqa: B018 - refuses to start on an old schema, naming `hotline db upgrade`
+    from config.db import transaction
+    from recordings.store import recover
+
+    # Refuses to start on an old schema (naming `hotline db upgrade`), then finishes or
+    # undoes any import a killed process left half-way, before anything reads the store.
+    with transaction(ctx.sessions) as session:
+        recover(session, ctx.settings.storage)
     parts = tuple(args.only or PARTS)
     worker_argv = [sys.executable, "-m", "service.cli"]
     if args.config:
