@@ -15,8 +15,9 @@ then missed, so the calendar logs a warning once per year and calendar instance.
 
 Instants are aware datetimes; results are returned in UTC (what we store) while every
 rule is applied on the wall clock of the centre's zone (``[calendar] timezone``).
-Nothing here knows about a manual "open now / closed now" switch: that is a later layer
-on top of :meth:`WorkCalendar.is_open`, not part of the schedule.
+Nothing here knows about the manual "open now / closed now" switch (``hotline hours set``):
+it is a layer on top of :meth:`WorkCalendar.is_open` in :mod:`config.overrides`, not part
+of the schedule (its ``override_*`` reasons are the config's local days, not that switch).
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ class TranscriptionSettings(Section):
     """A Vosk model folder. When unset, the first model under models_dir, then installed vosk-model-* packages."""
     models_dir: Path = Path("var/models")
     feed_rate: Literal["model", "native"] = "model"
-    """'model': resample 8 kHz audio to the model's rate before recognition (measured better); 'native': feed as is."""
+    """'model': bring 8 kHz audio to the model's rate by linear interpolation (CER 0.19 vs 0.27 on 8 kHz speech, see
+    transcription/engine.py); 'native': feed it as is and let Kaldi resample."""
     low_confidence: float = Field(0.6, ge=0.0, le=1.0)
     """Words below this confidence are marked for the reviewer."""
     processes: int = Field(1, ge=1, le=64)
@@ -133,6 +134,27 @@ class ApiSettings(Section):
     port: int = Field(8080, ge=0, le=65535)
 
 
+PromptLanguage = Literal["zh", "en"]
+
+
+class PromptsSettings(Section):
+    dir: Path = Path("var/prompts")
+    """Where `hotline prompts build` writes <lang>/<key>.wav and where the IVR reads them."""
+    default_language: PromptLanguage = "zh"
+    """The language a call starts in (menu key 9 switches)."""
+    voices: dict[PromptLanguage, str] = {"zh": "cmn-latn-pinyin", "en": "en"}
+    """espeak-ng voice per language. The Debian espeak-ng data has a partial Mandarin
+    dictionary: with plain `cmn` many characters are spelled out as pinyin read in English,
+    while `cmn-latn-pinyin` reads every character as Mandarin (measured with `espeak-ng -x`)."""
+    speed: int = Field(150, ge=80, le=450)
+    """espeak-ng speaking rate in words per minute (its default, 175, is fast on a phone line)."""
+
+    @field_validator("voices")
+    @classmethod
+    def _voices(cls, v: dict[str, str]) -> dict[str, str]:
+        return {"zh": "cmn-latn-pinyin", "en": "en", **v}
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["console", "json"] = "console"
@@ -148,6 +170,7 @@ class Settings(BaseSettings):
     transcription: TranscriptionSettings = TranscriptionSettings()
     calendar: CalendarSettings = CalendarSettings()
     api: ApiSettings = ApiSettings()
+    prompts: PromptsSettings = PromptsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 23:24:58.539299
+Create Date: 2026-12-06 23:43:10.541707
 """
 from alembic import op
 import sqlalchemy as sa
@@ -54,6 +54,19 @@ def upgrade() -> None:
     sa.Column('last', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('day', name=op.f('pk_case_counter'))
     )
+    op.create_table('hours_override',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('mode', sa.String(length=10), nullable=False),
+    sa.Column('until', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('set_by', sa.String(length=120), nullable=False),
+    sa.Column('set_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.CheckConstraint("mode IN ('open', 'closed', 'auto')", name=op.f('ck_hours_override_mode')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hours_override'))
+    )
+    with op.batch_alter_table('hours_override', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hours_override_set_at'), ['set_at'], unique=False)
+
     op.create_table('recording',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('call_id', sa.Integer(), nullable=True),
@@ -157,6 +170,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_recording_call_id'))
 
     op.drop_table('recording')
+    with op.batch_alter_table('hours_override', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hours_override_set_at'))
+
+    op.drop_table('hours_override')
     op.drop_table('case_counter')
     with op.batch_alter_table('case', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_case_status'))
