@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/hotline db upgrade
+	$(BIN)/hotline prompts build
 	$(BIN)/hotline serve
 
 test: setup

@@ -129,6 +129,35 @@ def _check_spans(spans: list[str]) -> list[str]:
     return spans
 
 
+class SipSettings(Section):
+    mode: Literal["trunk", "register"] = "trunk"
+    """'trunk': accept INVITEs straight from trusted_peers; 'register': register to a PBX/provider."""
+    bind_host: str = "127.0.0.1"
+    bind_port: int = Field(5060, ge=0, le=65535)
+    """UDP port for SIP; 0 picks a free one (tests)."""
+    public_host: str = "127.0.0.1"
+    """The address put in SDP and Contact: the one peers reach us on."""
+    rtp_port_min: int = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int = Field(20999, ge=1024, le=65535)
+    registrar: str | None = None
+    """host[:port] of the registrar in register mode."""
+    username: str | None = None
+    password: str | None = None
+    register_expires: int = Field(300, ge=30, le=86400)
+    trusted_peers: list[str] = ["127.0.0.1"]
+    """Addresses or CIDR networks allowed to send INVITEs in trunk mode; others get 403."""
+    no_media_seconds: float = Field(30.0, gt=0)
+    """A call whose caller sends no RTP at all for this long is ended (dead peer)."""
+
+
+class VoicemailSettings(Section):
+    max_seconds: int = Field(180, ge=5, le=3600)
+    silence_seconds: float = Field(10.0, ge=1.0, le=120.0)
+    """Recording stops after this much silence following speech."""
+    silence_threshold: int = Field(500, ge=1, le=32767)
+    """RMS of a 20 ms frame (16-bit linear) below which it counts as silence."""
+
+
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -169,6 +198,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     transcription: TranscriptionSettings = TranscriptionSettings()
     calendar: CalendarSettings = CalendarSettings()
+    sip: SipSettings = SipSettings()
+    voicemail: VoicemailSettings = VoicemailSettings()
     api: ApiSettings = ApiSettings()
     prompts: PromptsSettings = PromptsSettings()
     logging: LoggingSettings = LoggingSettings()
