@@ -1,16 +1,23 @@
-"""`hotline prompts build|check|list`: the IVR's prompt files."""
+"""`hotline prompts build|check|list` and `hotline calls list`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from config.context import Context
 from ivr.prompts import CATALOGUE, LANGUAGES, Lang, build_prompts, prompt_path, prompt_problems
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    calls = sub.add_parser("calls", help="calls the IVR handled").add_subparsers(dest="calls_command", metavar="ACTION", required=True)
+    p = calls.add_parser("list", help="recent calls with disposition, caller, duration and recording")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.set_defaults(handler=_calls_list)
+
     prompts = sub.add_parser("prompts", help="the IVR's prompt files (espeak-ng renderings or human recordings)")
     act = prompts.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
 
@@ -89,3 +96,48 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+def call_dict(row: Any, tz: Any) -> dict[str, Any]:
+    seconds = (row.ended_at - row.answered_at).total_seconds() if row.ended_at and row.answered_at else None
+    return {
+        "id": row.id,
+        "sip_call_id": row.sip_call_id,
+        "direction": row.direction,
+        "caller": row.caller,
+        "called": row.called,
+        "started_at": row.started_at.isoformat(),
+        "started_local": row.started_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+        "duration": round(seconds, 2) if seconds is not None else None,
+        "disposition": row.disposition,
+        "end_reason": row.end_reason,
+        "open_decision": row.open_decision,
+        "record_stop": row.record_stop,
+        "message_seconds": row.message_seconds,
+        "recording_id": row.recording_id,
+    }
+
+
+def _calls_list(args: argparse.Namespace, ctx: Context) -> int:
+    from sqlalchemy import select
+
+    from ivr.models import Call
+
+    if args.limit < 1:
+        raise SystemExit("hotline calls list: --limit must be at least 1")
+    tz = ctx.settings.calendar.tz
+    with ctx.sessions() as s:
+        rows = [call_dict(r, tz) for r in s.scalars(select(Call).order_by(Call.id.desc()).limit(args.limit))]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    if not rows:
+        print("no calls")
+        return 0
+    print(f"{'id':>5}  {'started':19}  {'caller':15}  {'dur s':>6}  {'disposition':12}  {'message s':>9}  recording")
+    for r in rows:
+        dur = "" if r["duration"] is None else f"{r['duration']:.1f}"
+        msg = "" if r["message_seconds"] is None else f"{r['message_seconds']:.1f}"
+        print(f"{r['id']:>5}  {r['started_local']:19}  {(r['caller'] or '-'):15}  {dur:>6}  "
+              f"{(r['disposition'] or 'in progress'):12}  {msg:>9}  {r['recording_id'] or '-'}")
+    return 0

@@ -4,5 +4,6 @@
 def import_all_models() -> None:
     import cases.models  # noqa: F401
     import config.models  # noqa: F401
+    import ivr.models  # noqa: F401
     import recordings.models  # noqa: F401
     import transcription.models  # noqa: F401
