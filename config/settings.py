@@ -146,8 +146,7 @@ class SipSettings(Section):
     register_expires: int = Field(300, ge=30, le=86400)
     trusted_peers: list[str] = ["127.0.0.1"]
     """Addresses or CIDR networks allowed to send INVITEs in trunk mode; others get 403."""
-    no_media_seconds: float = Field(30.0, gt=0)
-    """A call whose caller sends no RTP at all for this long is ended (dead peer)."""
+
 
 
 class VoicemailSettings(Section):

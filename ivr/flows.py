@@ -74,9 +74,13 @@ class FlowDeps:
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
-async def inbound(call: CallPort, deps: FlowDeps) -> FlowResult:
-    """Greeting → menu (1 report, 2 case status, 9 language) → report path or self-service."""
-    result = FlowResult()
+async def inbound(call: CallPort, deps: FlowDeps, result: FlowResult | None = None) -> FlowResult:
+    """Greeting → menu (1 report, 2 case status, 9 language) → report path or self-service.
+
+    Fills `result` as it goes (pass one in to keep what was decided if the flow is cancelled,
+    e.g. at shutdown) and returns it.
+    """
+    result = FlowResult() if result is None else result
     key = await _menu(call)
     if call.ended:
         return result

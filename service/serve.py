@@ -19,11 +19,11 @@ from config.context import Context
 from config.logs import get_logger
 
 log = get_logger("service.serve")
-PARTS = ("api", "worker")
+PARTS = ("api", "ivr", "worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the service (API and transcription worker)")
+    p = sub.add_parser("serve", help="run the service (SIP IVR, API and transcription worker)")
     p.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
     p.set_defaults(handler=_serve)
 
@@ -88,10 +88,18 @@ async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str]) ->
         site = web.TCPSite(runner, ctx.settings.api.host, ctx.settings.api.port)
         await site.start()
         log.info("api listening", url=f"http://{ctx.settings.api.host}:{ctx.settings.api.port}/")
+    ivr = None
+    if "ivr" in parts:
+        from ivr.service import Ivr
+
+        ivr = Ivr(ctx)
+        await ivr.start()
     if "worker" in parts:
         tasks.append(asyncio.create_task(supervise(worker_argv, stop)))
     await stop.wait()
     log.info("shutting down")
+    if ivr is not None:
+        await ivr.stop()
     await asyncio.gather(*tasks)
     if runner:
         await runner.cleanup()

@@ -185,9 +185,12 @@ def wait_udp_bound(port: int, host: str = "127.0.0.1", timeout: float = 10.0) ->
 def load_pcm_8k(wav_path: str | os.PathLike[str]) -> bytes:
     """16-bit little-endian mono PCM at 8 kHz from a WAV, resampled with ffmpeg when it is not that."""
     wav_path = Path(wav_path)
-    with wave.open(str(wav_path), "rb") as w:
-        if w.getframerate() == SAMPLE_RATE and w.getnchannels() == 1 and w.getsampwidth() == 2:
-            return w.readframes(w.getnframes())
+    try:
+        with wave.open(str(wav_path), "rb") as w:
+            if w.getframerate() == SAMPLE_RATE and w.getnchannels() == 1 and w.getsampwidth() == 2:
+                return w.readframes(w.getnframes())
+    except wave.Error:
+        pass  # e.g. WAVE_FORMAT_EXTENSIBLE or 32-bit: the `wave` module cannot read it, ffmpeg can
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError(f"{wav_path} is not 8 kHz 16-bit mono and ffmpeg is not installed to resample it")
@@ -203,8 +206,7 @@ def load_pcm_8k(wav_path: str | os.PathLike[str]) -> bytes:
 
 
 def wav_duration(wav_path: str | os.PathLike[str]) -> float:
-    with wave.open(str(wav_path), "rb") as w:
-        return w.getnframes() / w.getframerate()
+    return len(load_pcm_8k(wav_path)) / (2 * SAMPLE_RATE)
 
 
 # --------------------------------------------------------------------------- pcap out

@@ -1,0 +1,146 @@
+"""A live call as the flows see it (`ivr.flows.CallPort`), over the SIP dialog and its RTP session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.logs import get_logger
+from config.settings import VoicemailSettings
+from ivr.flows import RecordOutcome
+from ivr.media.session import MediaSession
+from ivr.media.silence import SilenceDetector
+from ivr.media.tones import beep
+from ivr.media.wavwriter import WavAppender
+from ivr.sip.ua import IncomingCall
+
+log = get_logger("ivr.call")
+FRAME_SECONDS = 0.02
+BEEP = beep()
+
+
+class LiveCall:
+    def __init__(self, sip: IncomingCall, media: MediaSession, prompts: dict[tuple[str, str], bytes],
+                 live_wav: Path, language: str = "zh") -> None:
+        self.sip = sip
+        self.media = media
+        self.prompts = prompts
+        self.live_wav = live_wav
+        self.language = language
+        self.writer: WavAppender | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.sip.ended.is_set()
+
+    async def _until_ended(self, aw) -> object:  # type: ignore[no-untyped-def]
+        """Run aw, but give up the moment the caller is gone (BYE, CANCEL, no ACK, shutdown)."""
+        task = asyncio.ensure_future(aw)
+        ended = asyncio.ensure_future(self.sip.ended.wait())
+        try:
+            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        return task.result()
+
+    async def play(self, keys: Sequence[str], *, interrupt: bool = False) -> str | None:
+        for key in keys:
+            if self.ended:
+                return None
+            if interrupt and not self.media.digits.empty():
+                return self._peek_digit()
+            digit = await self._until_ended(self.media.play(self.prompts[(self.language, key)], interrupt_on_digit=interrupt))
+            if digit:
+                return str(digit)
+        return None
+
+    def _peek_digit(self) -> str:
+        return self.media.digits.peek()
+
+    async def collect(self, *, max_digits: int, timeout: float, terminator: str | None = "#") -> str:
+        out = ""
+        while len(out) < max_digits and not self.ended:
+            try:
+                digit = await self._until_ended(asyncio.wait_for(self.media.digits.get(), timeout))
+            except TimeoutError:
+                break
+            if digit is None or digit == terminator:
+                break
+            out += str(digit)
+        return out
+
+    async def tone(self) -> None:
+        await self._until_ended(self.media.play(BEEP))
+
+    async def record(self, settings: VoicemailSettings) -> RecordOutcome:
+        """Record until max length, silence after speech, '#', or hang-up, whichever is first.
+
+        Frames come from the media clock (one per 20 ms, silence for gaps), so counting them
+        is counting wall time, and every frame is on disk within a second.
+        """
+        self.writer = writer = WavAppender(self.live_wav, sample_rate=8000, channels=1)
+        detector = SilenceDetector(threshold=settings.silence_threshold, silence_seconds=settings.silence_seconds)
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        max_frames = int(settings.max_seconds / FRAME_SECONDS)
+        frames = 0
+
+        def sink(frame: bytes) -> None:
+            nonlocal frames
+            if done.done():
+                return
+            writer.write(frame)
+            frames += 1
+            if detector.feed(frame):
+                done.set_result("silence")
+            elif frames >= max_frames:
+                done.set_result("max")
+
+        async def hash_key() -> str:
+            while True:
+                if await self.media.digits.get() == "#":
+                    return "digit"
+
+        # Digits typed before the tone (e.g. '#' to skip) must not end the message at once.
+        while not self.media.digits.empty():
+            self.media.digits.get_nowait()
+        self.media.start_recording(sink)
+        key_task = asyncio.ensure_future(hash_key())
+        try:
+            reason = await self._until_ended(asyncio.wait({done, key_task}, return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            self.media.stop_recording()
+            key_task.cancel()
+        if reason is None or self.ended:
+            why = "hangup"
+        elif done.done():
+            why = done.result()
+        else:
+            why = "digit"
+        if not done.done():
+            done.cancel()
+        # The final fsync can take a while on a busy disk; keep it off the shared media clock.
+        seconds = await asyncio.to_thread(writer.close)
+        self.writer = None
+        log.info("message recorded", call_id=self.sip.call_id, stop=why, seconds=round(seconds, 2))
+        return RecordOutcome(why, seconds, detector.heard_speech)
+
+    async def hangup(self) -> None:
+        if not self.ended:
+            await self.sip.hangup()
+
+    def finish_writer(self) -> float | None:
+        """On shutdown or error: close a message still being written, keeping every byte.
+
+        Returns its duration in seconds, or None when no message was being written."""
+        if self.writer is None:
+            return None
+        seconds = self.writer.close()
+        self.writer = None
+        return seconds

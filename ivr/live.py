@@ -1,0 +1,97 @@
+"""Messages being recorded, and the ones a crash left behind.
+
+While a call records, its audio lives in `<storage root>/.live/<call id>.wav` with a JSON
+sidecar naming the Call row. When the call ends the message is stored through the
+recording store (canonical copy, checksum, transcription job) and both files go. If the
+process dies instead, the next start finds the pair, repairs the WAV header and stores it
+the same way: all but the last unflushed second survive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.db import transaction, utcnow
+from config.logs import get_logger
+from config.settings import Settings
+from ivr.media.wavwriter import WavRepairError, repair_wav
+from ivr.models import Call
+from recordings.audio import AudioError, fsync_dir, fsync_file
+from recordings.store import store_recording
+
+log = get_logger("ivr.live")
+
+
+def live_dir(settings: Settings) -> Path:
+    d = settings.storage.root / ".live"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def begin(settings: Settings, call: Call) -> Path:
+    """Write the sidecar before the first audio byte, so a crash always knows whose audio it is."""
+    wav = live_dir(settings) / f"{call.id}.wav"
+    meta = {"call_id": call.id, "caller": call.caller, "started_at": call.started_at.isoformat()}
+    side = wav.with_suffix(".json")
+    tmp = side.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta))
+    fsync_file(tmp)
+    tmp.replace(side)
+    fsync_dir(side.parent)
+    return wav
+
+
+def store_message(sessions: sessionmaker[Session], settings: Settings, wav: Path, hooks: list,  # type: ignore[type-arg]
+                  *, recovered: bool = False) -> int | None:
+    """Move a finished (or repaired) live message into the store; returns the recording id."""
+    side = wav.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    recording_id: int | None = None
+    try:
+        with transaction(sessions) as s:
+            call = s.get(Call, meta["call_id"])
+            rec = store_recording(
+                s, settings.storage, wav, kind="voicemail", caller=meta.get("caller"),
+                received_at=dt.datetime.fromisoformat(meta["started_at"]), call_id=meta["call_id"], hooks=hooks,
+            )
+            recording_id = rec.id
+            if call is not None:
+                call.recording_id = rec.id
+                if recovered:
+                    call.ended_at = call.ended_at or utcnow()
+                    call.end_reason = call.end_reason or "recovered_after_crash"
+                    call.disposition = call.disposition or "voicemail"
+                    call.message_seconds = rec.duration
+    except AudioError as e:
+        # An empty message (hung up at the tone): nothing to keep; say so and drop the files.
+        log.warning("live message not stored", call_id=meta["call_id"], reason=str(e))
+    for p in (wav, side):
+        p.unlink(missing_ok=True)
+    return recording_id
+
+
+def recover_live(sessions: sessionmaker[Session], settings: Settings, hooks: list) -> list[int]:  # type: ignore[type-arg]
+    """At start: every message a crash left open is repaired, stored and queued."""
+    stored = []
+    for side in sorted(live_dir(settings).glob("*.json")):
+        wav = side.with_suffix(".wav")
+        if not wav.exists():
+            side.unlink()
+            continue
+        try:
+            seconds = repair_wav(wav)
+        except WavRepairError as e:
+            # Not even a header made it to disk: there is no audio to keep. Say so, keep the file.
+            log.error("live message cannot be repaired; left in place", file=str(wav), reason=str(e))
+            continue
+        log.warning("recovering message left by a crash", file=str(wav), seconds=round(seconds, 2))
+        rid = store_message(sessions, settings, wav, hooks, recovered=True)
+        if rid is not None:
+            stored.append(rid)
+    for tmp in live_dir(settings).glob("*.tmp"):
+        tmp.unlink()
+    return stored

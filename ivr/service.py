@@ -1,0 +1,189 @@
+"""The IVR inside `hotline serve`: SIP server, media ticker, one flow per call, and persistence.
+
+Database work runs in threads (asyncio.to_thread) so a slow disk or database never
+stalls the 20 ms media ticker that every call shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+from typing import Any
+
+from sqlalchemy import select
+
+from cases.models import Case
+from config.context import Context
+from config.db import transaction, utcnow
+from config.logs import get_logger
+from config.overrides import Decision, current_override, decide_open
+from ivr import live
+from ivr.call import LiveCall
+from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
+from ivr.media.session import MediaSession
+from ivr.media.ticker import Ticker
+from ivr.models import Call
+from ivr.prompt_cache import load_prompts
+from ivr.sip.ua import IncomingCall, SipServer
+from recordings.models import Recording
+
+log = get_logger("ivr.service")
+
+
+class Ivr:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.prompts = load_prompts(ctx.settings)  # refuses to start naming missing files
+        self.ticker = Ticker()
+        self.server = SipServer(ctx.settings.sip, self.on_call)
+        self.calls: dict[str, LiveCall] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.node = socket.gethostname()
+
+    @property
+    def hooks(self) -> list[Any]:
+        return self.ctx.hooks.get("recording_stored", [])
+
+    async def start(self) -> None:
+        recovered = await asyncio.to_thread(live.recover_live, self.ctx.sessions, self.settings, self.hooks)
+        if recovered:
+            log.warning("messages recovered after a crash", recordings=recovered)
+        await self.ticker.start()
+        await self.server.start()
+        log.info("ivr listening", mode=self.settings.sip.mode, host=self.settings.sip.bind_host, port=self.server.port)
+
+    async def stop(self) -> None:
+        """Graceful: callers hear a closing prompt, messages being recorded are finished and stored."""
+        for call in list(self.calls.values()):
+            call.shutting_down = True  # type: ignore[attr-defined]
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.stop()
+        await self.ticker.stop()
+
+    async def on_call(self, sip: IncomingCall) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await self._handle(sip)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call failed", call_id=sip.call_id)
+        finally:
+            self.tasks.discard(task)
+
+    async def _handle(self, sip: IncomingCall) -> None:
+        call_row = await asyncio.to_thread(self._create_call, sip)
+        media = await MediaSession.open(
+            self.settings.sip.bind_host,
+            (self.settings.sip.rtp_port_min, self.settings.sip.rtp_port_max),
+            ticker=self.ticker,
+            payload_type=sip.remote_media.payload_type,
+            dtmf_payload_type=sip.remote_media.dtmf_payload_type,
+        )
+        media.set_remote((sip.remote_media.remote_host, sip.remote_media.remote_port))
+        wav = await asyncio.to_thread(live.begin, self.settings, call_row)
+        call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language)
+        self.calls[sip.call_id] = call
+        result = FlowResult()
+        try:
+            if not await sip.accept(media.local_port):
+                log.warning("call never acknowledged", call_id=sip.call_id)
+                return
+            await asyncio.to_thread(self._mark_answered, call_row.id)
+            deps = FlowDeps(decide=self._decide, case_status=self._case_status,
+                            voicemail=self.settings.voicemail, message_number=str(call_row.id))
+            await inbound(call, deps, result)
+        except asyncio.CancelledError:
+            # Shutdown: finish the message, tell the caller, hang up. `result` keeps what the
+            # flow decided so far (open/closed decision); a message cut short stops as "shutdown".
+            seconds = call.finish_writer()
+            if seconds is not None and result.record is None:
+                result.record = RecordOutcome("shutdown", seconds, heard_speech=False)
+            caller_was_there = not call.ended
+            if caller_was_there:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.play(["service_ending"]), 15)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.hangup(), 5)
+            result.disposition = "voicemail" if wav.exists() and wav.stat().st_size > 44 else result.disposition
+            sip.end_reason = "shutdown" if caller_was_there else (sip.end_reason or "shutdown")
+        finally:
+            call.finish_writer()
+            self.calls.pop(sip.call_id, None)
+            await media.close()
+            await asyncio.to_thread(self._finish, call_row.id, sip, call, result, wav)
+
+    def _create_call(self, sip: IncomingCall) -> Call:
+        with transaction(self.ctx.sessions) as s:
+            row = Call(sip_call_id=sip.call_id, direction="in", caller=sip.caller, called=sip.called,
+                       started_at=utcnow(), language=self.settings.prompts.default_language, node=self.node)
+            s.add(row)
+            s.flush()
+            return row
+
+    def _mark_answered(self, call_id: int) -> None:
+        with transaction(self.ctx.sessions) as s:
+            row = s.get(Call, call_id)
+            if row is not None:
+                row.answered_at = utcnow()
+
+    def _finish(self, call_id: int, sip: IncomingCall, call: LiveCall, result: FlowResult, wav: Any) -> None:
+        recording_id = None
+        if wav.exists():
+            recording_id = live.store_message(self.ctx.sessions, self.settings, wav, self.hooks)
+        else:
+            wav.with_suffix(".json").unlink(missing_ok=True)
+        with transaction(self.ctx.sessions) as s:
+            row = s.get(Call, call_id)
+            if row is None:
+                return
+            row.ended_at = utcnow()
+            row.end_reason = sip.end_reason
+            row.disposition = result.disposition if row.answered_at else "abandoned"
+            row.language = call.language
+            if result.decision:
+                row.open_decision = result.decision.why
+            if result.record:
+                row.record_stop = result.record.reason
+                row.message_seconds = result.record.seconds
+            if recording_id is not None:
+                row.recording_id = recording_id
+        log.info("call ended", call_id=sip.call_id, row=call_id, disposition=result.disposition,
+                 reason=sip.end_reason, recording=recording_id)
+
+    async def _decide(self, now: dt.datetime) -> Decision:
+        def decide() -> Decision:
+            with self.ctx.sessions() as s:
+                return decide_open(self.ctx.calendar, current_override(s, now), now)
+
+        return await asyncio.to_thread(decide)
+
+    async def _case_status(self, number: str) -> str | None:
+        def lookup() -> str | None:
+            with self.ctx.sessions() as s:
+                return case_status_for(s, number)
+
+        return await asyncio.to_thread(lookup)
+
+
+def case_status_for(session: Any, typed: str) -> str | None:
+    """A case by its number keyed without the dash (202612060007), or by a message (call) number."""
+    if len(typed) == 12:
+        case = session.scalars(select(Case).where(Case.number == f"{typed[:8]}-{typed[8:]}")).first()
+        if case is not None:
+            return case.status
+    if typed.isdigit() and len(typed) <= 10:
+        case = session.scalars(
+            select(Case).join(Recording, Recording.id == Case.source_recording_id).where(Recording.call_id == int(typed))
+        ).first()
+        if case is not None:
+            return case.status
+    return None
