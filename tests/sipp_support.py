@@ -26,6 +26,8 @@ Nothing here asserts on timing; durations only bound how long a peer waits.
 
 from __future__ import annotations
 
+from typing import Any
+
 import atexit
 import functools
 import hashlib
@@ -1011,30 +1013,9 @@ def start_sipp(
     return sp
 
 
-def run_sipp(
-    scenario: str | os.PathLike[str],
-    target_host: str,
-    target_port: int,
-    *,
-    local_ip: str = "127.0.0.1",
-    local_port: int | None = None,
-    media_port: int | None = None,
-    calls: int = 1,
-    rate: float = 1.0,
-    limit: int | None = None,
-    pcap: str | os.PathLike[str] | None = None,
-    keys: Mapping[str, object] | None = None,
-    timeout: float | None = None,
-    service: str = "12389",
-    workdir: str | os.PathLike[str] | None = None,
-    extra_args: Sequence[str] = (),
-) -> SippResult:
-    """Run a client scenario against `target_host`:`target_port` to the end; see ``start_sipp``."""
-    with start_sipp(
-        scenario, target_host, target_port, local_ip=local_ip, local_port=local_port, media_port=media_port,
-        calls=calls, rate=rate, limit=limit, pcap=pcap, keys=keys, timeout=timeout, service=service,
-        workdir=workdir, extra_args=extra_args,
-    ) as p:  # fmt: skip
+def run_sipp(scenario: str | os.PathLike[str], target_host: str, target_port: int, **options: Any) -> SippResult:
+    """Run a client scenario against `target_host`:`target_port` to the end; options as ``start_sipp``."""
+    with start_sipp(scenario, target_host, target_port, **options) as p:
         return p.wait()
 
 
