@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -42,6 +43,10 @@ class Ivr:
         self.calls: dict[str, LiveCall] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.node = socket.gethostname()
+        # Messages are stored one at a time: storing runs ffprobe/ffmpeg and fsyncs, and when
+        # many calls end together a burst of those in parallel stalled the shared media clock
+        # for 100-180 ms (bench/calls.py at 100 calls). Callers never wait for this.
+        self.store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-store")
 
     @property
     def hooks(self) -> list[Any]:
@@ -65,6 +70,7 @@ class Ivr:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.server.stop()
         await self.ticker.stop()
+        self.store_pool.shutdown(wait=True)
 
     async def on_call(self, sip: IncomingCall) -> None:
         task = asyncio.current_task()
@@ -119,7 +125,8 @@ class Ivr:
             call.finish_writer()
             self.calls.pop(sip.call_id, None)
             await media.close()
-            await asyncio.to_thread(self._finish, call_row.id, sip, call, result, wav)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.store_pool, self._finish, call_row.id, sip, call, result, wav)
 
     def _create_call(self, sip: IncomingCall) -> Call:
         with transaction(self.ctx.sessions) as s:
