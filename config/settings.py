@@ -145,7 +145,8 @@ class SipSettings(Section):
     password: str | None = None
     register_expires: int = Field(300, ge=30, le=86400)
     trusted_peers: list[str] = ["127.0.0.1"]
-    """Addresses or CIDR networks allowed to send INVITEs in trunk mode; others get 403."""
+    """Addresses or CIDR networks allowed to send INVITEs in trunk mode; others get 403.
+    In register mode the registrar's address is allowed, plus these only when set explicitly."""
 
 
 

@@ -16,7 +16,7 @@ from config.settings import SipSettings
 from ivr.sip.message import Request, Response, build_request
 from ivr.sip.sdp import parse_sdp
 from ivr.sip.transport import SipTransport
-from ivr.sip.ua import IncomingCall, RegisterModeNotReady, SipServer
+from ivr.sip.ua import IncomingCall, SipServer
 from tests.sip_peer import Peer, offer, running_server
 
 RTP_PORT = 31234
@@ -75,11 +75,7 @@ async def establish(peer: Peer, server: SipServer, **kw: object) -> tuple[Reques
     return invite, ok
 
 
-def test_register_mode_is_refused_clearly() -> None:
-    settings = SipSettings(mode="register", registrar="127.0.0.1:5060", username="u", password="p")
-    with pytest.raises(RegisterModeNotReady, match="coming") as info:
-        SipServer(settings, Recorder())
-    assert isinstance(info.value, HotlineError)
+# Register mode (and its config validation) is tested in tests/test_sip_register.py.
 
 
 def test_bad_trusted_peer_is_a_config_error() -> None:

@@ -28,7 +28,22 @@ Why our own UA and not pyVoIP's SIPClient (STYLE.md rule 3 keeps pyVoIP behind i
 pyVoIP sends every reply to its registrar, never answers OPTIONS or bad requests, has no
 trunk mode, no ACK timeout and no re-INVITE (PYVOIP.md items 1, 6, 7). Trunk mode needs
 all of those, so signalling here is ours; pyVoIP stays the reference the tests compare
-against. Register mode (REGISTER with digest auth) is the next slice.
+against.
+
+Register mode (`[sip] mode = "register"`, ivr/sip/register.py): the same UA, plus a
+`Registration` that keeps our Contact `<sip:username@public_host:port>` bound at `registrar`
+(digest auth, refresh before expiry, backoff on failure, de-REGISTER on stop).
+- `SipServer(...)` refuses register mode without `registrar`/`username` (HotlineError naming them);
+  `SipServer(..., register_timing=RegisterTiming(...))` shrinks its intervals for tests.
+- `start()` does not wait for the registrar: the loop runs in the background and
+  `server.registration` (a `Registration`, None in trunk mode) has `.state`
+  ("unregistered", "registering", "registered", "failed") and `.status()` for health.
+- Out-of-dialog requests (INVITE, OPTIONS) are accepted from the registrar's addresses (the
+  PBX sends our calls from there) and from `trusted_peers` only if that key was set
+  explicitly (in the file, the environment or the constructor); its default (loopback) does
+  not apply in register mode, so a PBX elsewhere is the only caller. Everyone else gets 403.
+- `stop()` de-registers first (bounded by `RegisterTiming.deregister_timeout`), so the PBX
+  stops routing new calls here while the calls in progress are ended.
 
 Trunk mode policy (the RFC decisions are in the report and in the tests):
 - out-of-dialog requests from a source outside `trusted_peers` get 403, whatever the method;
@@ -52,6 +67,7 @@ from config.settings import SipSettings
 from ivr.sip.dialog import Dialog, next_hop_address
 from ivr.sip.incoming import IncomingCall
 from ivr.sip.message import Request, Response, SipParseError, build_response, new_tag, parse_uri, split_header_list
+from ivr.sip.register import RegisterTiming, Registration
 from ivr.sip.sdp import SdpError, negotiate, parse_sdp
 from ivr.sip.transactions import (
     InviteServerTransaction,
@@ -64,7 +80,7 @@ from ivr.sip.transactions import (
 )
 from ivr.sip.transport import SipTransport, is_ip_literal, open_transport, reply_address
 
-__all__ = ["IncomingCall", "RegisterModeNotReady", "SipServer", "Timers"]
+__all__ = ["IncomingCall", "RegisterTiming", "Registration", "SipServer", "Timers"]
 
 _LOGGER = get_logger(__name__)
 
@@ -78,12 +94,8 @@ OnCall = Callable[[IncomingCall], Awaitable[None]]
 CallKey = tuple[str, str | None, str]
 
 
-class RegisterModeNotReady(HotlineError):
-    """`[sip] mode = "register"` is configured but registering to a PBX is not built yet."""
-
-
 class SipServer:
-    """A trunk-mode SIP UAS: answers INVITEs from trusted peers and hands each call to `on_call`."""
+    """A SIP UAS: answers INVITEs from trusted peers (register mode: the PBX) and hands each call to `on_call`."""
 
     def __init__(
         self,
@@ -92,18 +104,20 @@ class SipServer:
         *,
         timers: Timers | None = None,
         shutdown_grace: float = 2.0,
+        register_timing: RegisterTiming | None = None,
     ) -> None:
-        if settings.mode == "register":
-            raise RegisterModeNotReady(
-                '[sip] mode = "register" (REGISTER with digest auth to a PBX) is coming in the next SIP slice; '
-                'use mode = "trunk" with trusted_peers for now'
-            )
         self.settings = settings
         self.public_host = settings.public_host
         self._on_call = on_call
         self.timers = timers or Timers()
         self._shutdown_grace = shutdown_grace
         self._trusted = _parse_peers(settings.trusted_peers)
+        self.registration: Registration | None = None
+        if settings.mode == "register":
+            # Register mode trusts the PBX; the loopback default of trusted_peers is meant for trunk mode.
+            if "trusted_peers" not in settings.model_fields_set:
+                self._trusted = []
+            self.registration = Registration(settings, self, register_timing)
         self._transport: SipTransport | None = None
         self._calls: dict[CallKey, IncomingCall] = {}
         self._ringing: dict[Key, IncomingCall] = {}
@@ -120,7 +134,11 @@ class SipServer:
         self._transport = await open_transport(
             self.settings.bind_host, self.settings.bind_port, self._on_request, self._on_response
         )
-        self._log.info("sip.started", address=f"{self.settings.bind_host}:{self.port}", trusted=self.settings.trusted_peers)
+        self._log.info("sip.started", address=f"{self.settings.bind_host}:{self.port}",
+                       trusted=[str(n) for n in self._trusted],
+                       registrar=self.registration.registrar if self.registration else None)
+        if self.registration is not None:
+            self.registration.start()
 
     @property
     def port(self) -> int:
@@ -132,7 +150,9 @@ class SipServer:
         return [c for c in self._calls.values() if not c.ended.is_set()]
 
     async def stop(self) -> None:
-        """503 ringing calls, BYE answered ones (waiting `shutdown_grace` for their 200s), then close."""
+        """De-register (register mode), 503 ringing calls, BYE answered ones (waiting `shutdown_grace` for their 200s), then close."""
+        if self.registration is not None and self._transport is not None:
+            await self.registration.stop()
         ending = [asyncio.ensure_future(c.shutdown()) for c in self.calls]
         if ending:
             done, pending = await asyncio.wait(ending, timeout=self._shutdown_grace)
@@ -176,6 +196,9 @@ class SipServer:
         try:
             tx.start()
             return await asyncio.shield(tx.result)
+        except asyncio.CancelledError:
+            tx.close()  # the caller gave up (de-REGISTER timeout, registration stopped): stop retransmitting
+            raise
         finally:
             self._client_txs.pop(tx.key, None)
 
@@ -406,6 +429,8 @@ class SipServer:
     # helpers ---------------------------------------------------------------------------------
 
     def _is_trusted(self, host: str) -> bool:
+        if self.registration is not None and self.registration.is_registrar(host):
+            return True
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
