@@ -285,3 +285,10 @@ class WorkCalendar:
                     total += hi - lo
             day += dt.timedelta(days=1)
         return total
+
+
+def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """A time typed without an offset is wall-clock time in the centre's zone, where people read clocks."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=tz)
+    return value

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from config.calendar import MAX_SEARCH_DAYS, CalendarError, WorkCalendar
+from config.calendar import MAX_SEARCH_DAYS, CalendarError, WorkCalendar, in_zone
 from config.context import Context
 from config.db import DatabaseError, make_engine, normalise_url, require_current_schema, session_factory, transaction, utcnow
 from config.logs import get_logger
@@ -169,9 +169,7 @@ def _parse_until(text: str | None, tz: dt.tzinfo) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise OverrideUsageError(f"invalid --until {text!r}: expected ISO 8601, e.g. 2026-10-09T14:00 or 2026-10-09T14:00+08:00") from None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=tz)
-    return value.astimezone(dt.UTC)
+    return in_zone(value, tz).astimezone(dt.UTC)
 
 
 def _hours_set(args: argparse.Namespace, ctx: Context) -> int:

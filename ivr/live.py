@@ -20,7 +20,7 @@ from config.logs import get_logger
 from config.settings import Settings
 from ivr.media.wavwriter import WavRepairError, repair_wav
 from ivr.models import Call
-from recordings.audio import AudioError, fsync_dir, fsync_file
+from recordings.audio import AudioError, write_atomic
 from recordings.store import store_recording
 
 log = get_logger("ivr.live")
@@ -36,12 +36,7 @@ def begin(settings: Settings, call: Call) -> Path:
     """Write the sidecar before the first audio byte, so a crash always knows whose audio it is."""
     wav = live_dir(settings) / f"{call.id}.wav"
     meta = {"call_id": call.id, "caller": call.caller, "started_at": call.started_at.isoformat()}
-    side = wav.with_suffix(".json")
-    tmp = side.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta))
-    fsync_file(tmp)
-    tmp.replace(side)
-    fsync_dir(side.parent)
+    write_atomic(wav.with_suffix(".json"), json.dumps(meta).encode())
     return wav
 
 
@@ -92,6 +87,6 @@ def recover_live(sessions: sessionmaker[Session], settings: Settings, hooks: lis
         rid = store_message(sessions, settings, wav, hooks, recovered=True)
         if rid is not None:
             stored.append(rid)
-    for tmp in live_dir(settings).glob("*.tmp"):
+    for tmp in live_dir(settings).glob(".*.tmp"):
         tmp.unlink()
     return stored

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from config.calendar import in_zone
 from config.context import Context
 from config.db import DatabaseError, transaction
 from recordings.audio import AudioError, sha256_file
@@ -91,9 +92,7 @@ def _recover(ctx: Context) -> None:
 
 
 def _import(args: argparse.Namespace, ctx: Context) -> int:
-    received_at: dt.datetime | None = args.received_at
-    if received_at is not None and received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=ctx.settings.calendar.tz)
+    received_at = in_zone(args.received_at, ctx.settings.calendar.tz) if args.received_at else None
     hooks: list[Callable[..., Any]] = list(ctx.hooks.get("recording_stored", []))
     failed = 0
     with _database(ctx):
