@@ -84,9 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_hours_show)
 
 
-def _now(cal: WorkCalendar) -> dict[str, Any]:
+def _now(cal: WorkCalendar, now: dt.datetime) -> dict[str, Any]:
     """The schedule's answer for this instant: open until when, or when it opens next."""
-    now = dt.datetime.now(dt.timezone.utc)
     until = cal.open_until(now)
     try:
         nxt = None if until else cal.next_opening(now)
@@ -132,9 +131,10 @@ def _override_for_show(ctx: Context, now: dt.datetime) -> tuple[HoursOverride | 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
     cal = ctx.calendar
-    day = args.date or dt.datetime.now(cal.tz).date()
+    clock = ctx.now()
+    day = args.date or clock.astimezone(cal.tz).date()
     info = cal.day_info(day)
-    now = _now(cal)
+    now = _now(cal, clock)
     instant = dt.datetime.fromisoformat(now["time"])
     override, problem = _override_for_show(ctx, instant)
     decision = decide_open(cal, override, instant)
@@ -180,7 +180,7 @@ def _hours_set(args: argparse.Namespace, ctx: Context) -> int:
         raise OverrideUsageError(f"--until {args.until} ({local}) is in the past")
     with transaction(ctx.sessions) as session:
         row = set_override(session, args.mode, until, os_user(), args.note)
-        now = utcnow()
+        now = ctx.now()
         decision = decide_open(cal, row, now)
         text = describe_override(row, cal.tz)
     log.info("hours override set", mode=row.mode, until=row.until.isoformat() if row.until else None,
@@ -194,7 +194,7 @@ def _hours_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise OverrideUsageError("--limit must be >= 0")
     cal = ctx.calendar
-    now = utcnow()
+    now = ctx.now()
     with ctx.sessions() as session:
         active = current_override(session, now)
         rows = history(session, args.limit)

@@ -7,6 +7,7 @@ the composition root.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,6 +47,24 @@ class Context:
         from config.calendar import WorkCalendar
 
         return WorkCalendar(self.settings.calendar)
+
+    @cached_property
+    def _clock_offset(self) -> dt.timedelta:
+        start = self.settings.calendar.clock_start
+        if start is None:
+            return dt.timedelta(0)
+        from config.logs import get_logger
+
+        offset = start - dt.datetime.now(dt.UTC)
+        get_logger("config.clock").warning("rehearsal clock: decisions use a shifted time", clock_start=start.isoformat(),
+                                           offset_seconds=round(offset.total_seconds()))
+        return offset
+
+    def now(self) -> dt.datetime:
+        """The instant that open/closed decisions use: the OS time, or the rehearsal clock
+        (`[calendar] clock_start`) advancing from the moment this context first asked."""
+        offset = self._clock_offset  # first: the first answer is then clock_start itself, not before it
+        return dt.datetime.now(dt.UTC) + offset
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -93,6 +93,17 @@ class CalendarSettings(Section):
     """Local extra working days."""
     years: dict[str, YearSchedule] = {}
     """Official schedules for years the library does not cover, keyed by year ("2027")."""
+    clock_start: dt.datetime | None = None
+    """Run the service's clock from this instant instead of the OS time (it then advances in real
+    time). For rehearsing holiday routing before a holiday, and for tests that must meet a chosen
+    day; it moves open/closed decisions only, never stored timestamps. Leave unset in production."""
+
+    @field_validator("clock_start")
+    @classmethod
+    def _aware_start(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("clock_start needs a UTC offset, e.g. 2026-10-01T10:00:00+08:00")
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -56,6 +56,7 @@ class Ivr:
         recovered = await asyncio.to_thread(live.recover_live, self.ctx.sessions, self.settings, self.hooks)
         if recovered:
             log.warning("messages recovered after a crash", recordings=recovered)
+        self.ctx.now()  # the rehearsal clock (if configured) starts and says so in the log now
         await self.ticker.start()
         await self.server.start()
         log.info("ivr listening", mode=self.settings.sip.mode, host=self.settings.sip.bind_host, port=self.server.port)
@@ -105,7 +106,8 @@ class Ivr:
                 return
             await asyncio.to_thread(self._mark_answered, call_row.id)
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
-                            voicemail=self.settings.voicemail, message_number=str(call_row.id))
+                            voicemail=self.settings.voicemail, message_number=str(call_row.id),
+                            now=self.ctx.now)
             await inbound(call, deps, result)
         except asyncio.CancelledError:
             # Shutdown: finish the message, tell the caller, hang up. `result` keeps what the

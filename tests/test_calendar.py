@@ -301,3 +301,23 @@ def test_cli_bad_date_is_a_usage_error(hotline) -> None:  # type: ignore[no-unty
     proc = hotline("calendar", "show", "--date", "2026-02-30")
     assert proc.returncode == 2
     assert "invalid date '2026-02-30'" in proc.stderr
+
+
+def test_rehearsal_clock_starts_at_the_configured_instant_and_runs(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from config.context import Context
+    from config.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("HOTLINE_CALENDAR__CLOCK_START", "2026-10-01T10:00:00+08:00")
+    ctx = Context(load_settings())
+    first = ctx.now()
+    start = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
+    assert dt.timedelta(0) <= first - start < dt.timedelta(seconds=5)
+    assert ctx.now() >= first
+    assert ctx.calendar.is_open(first) is False  # National Day
+    monkeypatch.setenv("HOTLINE_CALENDAR__CLOCK_START", "2026-10-01T10:00:00")
+    with pytest.raises(ConfigError, match="clock_start"):
+        load_settings()
+    monkeypatch.delenv("HOTLINE_CALENDAR__CLOCK_START")
+    assert abs(Context(load_settings()).now() - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)

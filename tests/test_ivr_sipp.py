@@ -390,12 +390,23 @@ def test_open_decision_manual_open(ivr: IvrService, tmp_path: Path) -> None:
 
 
 def test_open_decision_calendar_closed_day(ivr_closed_day: IvrService, tmp_path: Path) -> None:
-    # A national holiday cannot be reached by today's wall clock (and the service takes its clock
-    # from the OS): tests/test_flows.py and tests/test_calendar.py cover holiday behaviour.
     svc = ivr_closed_day
     svc.hotline("hours", "set", "auto")
     call = _short_call(svc, tmp_path, "closed-day")
     assert call["open_decision"] == "closed_day", call
+
+
+@pytest.mark.parametrize(("clock", "why"), [
+    ("2026-10-01T10:00:00+08:00", "holiday"),  # National Day, a Thursday in office hours
+    ("2026-09-20T10:00:00+08:00", "hours"),  # Sunday made a working day (调休) for National Day
+    ("2026-10-13T21:00:00+08:00", "after_hours"),  # an ordinary Tuesday evening
+])
+def test_open_decision_on_an_injected_clock(ivr_service, tmp_path: Path, clock: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    """The rehearsal clock (`[calendar] clock_start`) puts the running service on a chosen day."""
+    svc = ivr_service({"HOTLINE_CALENDAR__CLOCK_START": clock})
+    call = _short_call(svc, tmp_path, why)
+    assert call["open_decision"] == why, call
+    assert "rehearsal clock" in svc.log(), svc.describe()
 
 
 # --------------------------------------------------------------------------- 7. kill -9 mid-message
