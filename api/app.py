@@ -1,4 +1,4 @@
-"""The aiohttp application. Issue 3 brings only health and a read-only case list."""
+"""The aiohttp application: health, the case list, recordings (search, audio, access log), /metrics."""
 
 from __future__ import annotations
 
@@ -90,8 +90,14 @@ async def list_cases(request: web.Request) -> web.Response:
 
 
 def create_app(ctx: Context) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json])
+    # Imported here: these modules use CTX and error from this one.
+    from api.metrics import count_requests, setup_metrics
+    from api.recordings import add_routes as add_recording_routes
+
+    app = web.Application(middlewares=[count_requests, errors_as_json])
     app[CTX] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/cases", list_cases)
+    add_recording_routes(app)
+    setup_metrics(app, ctx)
     return app

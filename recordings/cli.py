@@ -1,4 +1,4 @@
-"""`hotline recordings import|verify`."""
+"""`hotline recordings import|verify|audit`."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from config.calendar import in_zone
 from config.context import Context
 from config.db import DatabaseError, transaction
+from recordings.access import chain_head, entry_dict, list_access, verify_chain
 from recordings.audio import AudioError, sha256_file
-from recordings.models import Recording
+from recordings.models import KINDS, Recording
 from recordings.store import in_flight_keys, recover, store_recording, stored_keys
 
-KINDS = ("voicemail", "conversation", "campaign", "import")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,12 +57,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true", help="print one JSON object with the findings")
     v.set_defaults(handler=_verify)
 
+    audit = actions.add_parser(
+        "audit",
+        help="the access log of plays and downloads: list it, verify its hash chain",
+        description="Every play, download, delete or export of a recording is logged in a chain of SHA-256 "
+        "hashes, so an edited, deleted or inserted entry shows (see recordings/access.py).",
+    )
+    audit_actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    av = audit_actions.add_parser(
+        "verify",
+        help="check every entry's hash and link; exit 1 naming each broken one",
+        description="Recompute every entry's hash and check it links to the one before and that the chain "
+        "head matches the newest entry. Prints the head (seq and hash): keep a copy elsewhere; a later "
+        "verify must still show that hash at that seq.",
+    )
+    av.add_argument("--json", action="store_true", help="print one JSON object with the head and the problems")
+    av.set_defaults(handler=_audit_verify)
+    al = audit_actions.add_parser("list", help="show access entries, newest first")
+    al.add_argument("--recording", type=_positive_int, metavar="ID", help="only this recording's entries")
+    al.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N entries (default 50)")
+    al.add_argument("--json", action="store_true", help="print one JSON object with the entries")
+    al.set_defaults(handler=_audit_list)
+
 
 def _caller(value: str) -> str:
     number = re.sub(r"[\s\-().]", "", value)
     if not re.fullmatch(r"\+?\d{3,20}", number):
         raise argparse.ArgumentTypeError(f"{value!r} is not a phone number (digits, optional leading +)")
     return number
+
+
+def _positive_int(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
 
 
 def _iso_datetime(value: str) -> dt.datetime:
@@ -196,3 +224,34 @@ def _verify(args: argparse.Namespace, ctx: Context) -> int:
         f"{len(altered)} altered, {len(orphans)} unknown file(s)"
     )
     return 1 if bad else 0
+
+
+def _audit_verify(args: argparse.Namespace, ctx: Context) -> int:
+    with _database(ctx), ctx.sessions() as s:
+        problems = verify_chain(s)
+        head = chain_head(s)
+    if args.json:
+        body = {"ok": not problems, "head": {"seq": head.seq, "hash": head.last_hash},
+                "problems": [p.as_dict() for p in problems]}  # fmt: skip
+        print(json.dumps(body, ensure_ascii=False))
+    else:
+        for p in problems:
+            print(f"BROKEN {p.message}")
+        state = f"{len(problems)} problem(s)" if problems else "intact"
+        print(f"access log {state}; head seq {head.seq} hash {head.last_hash}")
+    return 1 if problems else 0
+
+
+def _audit_list(args: argparse.Namespace, ctx: Context) -> int:
+    tz = ctx.settings.calendar.tz
+    with _database(ctx), ctx.sessions() as s:
+        entries = list_access(s, recording_id=args.recording, limit=args.limit)
+    if args.json:
+        print(json.dumps({"entries": [entry_dict(e) for e in entries]}, ensure_ascii=False))
+        return 0
+    for e in entries:
+        print(f"{e.seq:>7}  {e.at.astimezone(tz):%Y-%m-%d %H:%M:%S}  {e.action:8}  recording {e.recording_id:<6}  "
+              f"{e.actor:16}  {e.client or '-':15}  {e.range or '-'}")  # fmt: skip
+    if not entries:
+        print("no access entries")
+    return 0

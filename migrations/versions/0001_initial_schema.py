@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 23:52:09.995886
+Create Date: 2026-12-07 02:13:59.242993
 """
 from alembic import op
 import sqlalchemy as sa
@@ -116,6 +116,31 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_recording_call_id'), ['call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_recording_caller'), ['caller'], unique=False)
 
+    op.create_table('recording_access',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('recording_id', sa.Integer(), nullable=False),
+    sa.Column('actor', sa.String(length=80), nullable=False),
+    sa.Column('action', sa.String(length=10), nullable=False),
+    sa.Column('at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('client', sa.String(length=64), nullable=True),
+    sa.Column('user_agent', sa.String(length=400), nullable=True),
+    sa.Column('range', sa.String(length=100), nullable=True),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_access')),
+    sa.UniqueConstraint('seq', name=op.f('uq_recording_access_seq'))
+    )
+    with op.batch_alter_table('recording_access', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_recording_access_recording_id'), ['recording_id'], unique=False)
+
+    op.create_table('recording_access_head',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_access_head'))
+    )
     op.create_table('case_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
@@ -189,6 +214,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_case_event_case_id'))
 
     op.drop_table('case_event')
+    op.drop_table('recording_access_head')
+    with op.batch_alter_table('recording_access', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recording_access_recording_id'))
+
+    op.drop_table('recording_access')
     with op.batch_alter_table('recording', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recording_caller'))
         batch_op.drop_index(batch_op.f('ix_recording_call_id'))
