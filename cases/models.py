@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from config.db import Base, UTCDateTime, utcnow
@@ -16,8 +16,8 @@ class Case(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
-    channel: Mapped[str] = mapped_column(String(20))
-    category: Mapped[str | None] = mapped_column(String(80))
+    channel: Mapped[str] = mapped_column(String(20), index=True)
+    category: Mapped[str | None] = mapped_column(String(80), index=True)
     handling_form: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
     complainant_name: Mapped[str | None] = mapped_column(String(120))
@@ -33,13 +33,46 @@ class Case(Base):
     """What the pipeline found for the reviewer: phones, address hint, low-confidence words."""
     source_recording_id: Mapped[int | None] = mapped_column(Integer, index=True)
     source_transcript_id: Mapped[int | None] = mapped_column(Integer)
+
+    # -- the handling loop (cases/lifecycle.py, cases/actions.py) -----------------------
+    complexity: Mapped[str] = mapped_column(String(10), default="general")
+    """general / complex: picks the reply deadline of the handling form."""
+    no_call: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The reporter asked not to be called back: no contact deadline, no return-visit call."""
+    unit: Mapped[str | None] = mapped_column(String(40), index=True)
+    """Code of the responsible unit ([cases] units)."""
+    assignee: Mapped[str | None] = mapped_column(String(80))
+    key_supervision: Mapped[bool] = mapped_column(Boolean, default=False)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("case.id"), index=True)
+    result: Mapped[str | None] = mapped_column(Text)
+    """What the unit reports it did and found."""
+    reply: Mapped[str | None] = mapped_column(Text)
+    """What the caller was told."""
+    satisfaction: Mapped[str | None] = mapped_column(String(24))
+    """satisfied / basically_satisfied / not_satisfied, from the return visit."""
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    responded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When the centre signed and routed it (dispatch, direct answer, reject or discard)."""
+    contacted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    replied_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    sign_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    contact_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    reply_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    final_due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    clock_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """Start of the contact/reply/final clocks: acceptance, or the reopening after a not-satisfied visit."""
+
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    events: Mapped[list[CaseEvent]] = relationship(back_populates="case", order_by="CaseEvent.id")
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", order_by="CaseEvent.id", foreign_keys="CaseEvent.case_id"
+    )
 
     __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (Index("ix_case_category_received_at", "category", "received_at"),)
 
 
 class CaseEvent(Base):
@@ -65,3 +98,36 @@ class CaseCounter(Base):
 
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeadlineAlert(Base):
+    """One "deadline_near" / "overdue" alert per case, deadline, level and due time.
+
+    The unique key makes the minute-by-minute scan idempotent even when two service nodes
+    run it at once; a due time that moves (complexity changed, case reopened) alerts again.
+    Kept apart from the case row so a scan never bumps the case version under an operator.
+    """
+
+    __tablename__ = "case_deadline_alert"
+    __table_args__ = (UniqueConstraint("case_id", "deadline", "level", "due", name="uq_case_deadline_alert_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    deadline: Mapped[str] = mapped_column(String(10))
+    level: Mapped[str] = mapped_column(String(10))
+    due: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PersonalDataView(Base):
+    """Every unmasked view of a protected (confidential or anonymous) reporter's personal data."""
+
+    __tablename__ = "personal_data_view"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    viewer: Mapped[str] = mapped_column(String(80), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

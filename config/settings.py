@@ -195,6 +195,117 @@ class PromptsSettings(Section):
         return {"zh": "cmn-latn-pinyin", "en": "en", **v}
 
 
+class CodeName(Section):
+    """A configurable code list entry: the stable code is stored on cases, the name is shown."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    name: str = Field(min_length=1, max_length=80)
+
+
+DEFAULT_CATEGORIES: list[dict[str, str]] = [
+    {"code": "law_enforcement", "name": "执法不公、违法办案"},
+    {"code": "misconduct", "name": "民警违法违纪、吃拿卡要"},
+    {"code": "attitude", "name": "服务态度、工作作风"},
+    {"code": "case_handling", "name": "报警求助与案件办理（不立案、拖延）"},
+    {"code": "traffic", "name": "交通管理"},
+    {"code": "household", "name": "户籍管理"},
+    {"code": "id_card", "name": "居民身份证"},
+    {"code": "exit_entry", "name": "出入境管理"},
+    {"code": "public_order", "name": "治安管理（噪声、娱乐场所等）"},
+    {"code": "fraud", "name": "电信网络诈骗"},
+    {"code": "suggestion", "name": "意见建议"},
+    {"code": "praise", "name": "表扬感谢"},
+    {"code": "consultation", "name": "政策咨询"},
+]
+
+DEFAULT_UNITS: list[dict[str, str]] = [
+    {"code": "traffic_police", "name": "市公安局交通警察支队"},
+    {"code": "exit_entry", "name": "市公安局出入境管理支队"},
+    {"code": "population", "name": "市公安局人口管理支队"},
+    {"code": "public_order", "name": "市公安局治安管理支队"},
+    {"code": "criminal", "name": "市公安局刑事侦查支队"},
+    {"code": "anti_fraud", "name": "市反电信网络诈骗中心"},
+    {"code": "discipline", "name": "市公安局督察支队"},
+    {"code": "branch_east", "name": "城东分局"},
+    {"code": "branch_west", "name": "城西分局"},
+    {"code": "branch_south", "name": "城南分局"},
+    {"code": "branch_north", "name": "城北分局"},
+]
+
+
+class HandlingForm(Section):
+    """A handling form and its deadlines (defaults from the 12389 platform rules)."""
+
+    name: str = Field(min_length=1, max_length=40)
+    direct: bool = False
+    """Answered by the centre itself (accepted → replied, no dispatch): consultations, emergency transfers."""
+    sign_minutes: int = Field(10, ge=1, le=24 * 60)
+    """Working minutes from receipt to sign and route (dispatch, answer directly, reject or discard)."""
+    contact_minutes: int = Field(30, ge=0, le=24 * 60)
+    """Working minutes from acceptance to the first contact with the caller; 0: no contact deadline."""
+    reply_working_days: int = Field(5, ge=0, le=60)
+    """Working days from acceptance to the reply for a general case; 0: no reply deadline."""
+    complex_reply_working_days: int = Field(15, ge=0, le=60)
+    """The same for a case marked complex."""
+    final_days: int = Field(30, ge=0, le=366)
+    """Calendar days from acceptance to closing, at most; 0: none."""
+
+
+DEFAULT_HANDLING_FORMS: dict[str, dict[str, object]] = {
+    "consultation": {"name": "咨询直接答复", "direct": True, "contact_minutes": 0, "reply_working_days": 0,
+                     "complex_reply_working_days": 0, "final_days": 0},
+    "emergency": {"name": "紧急事项直接转警", "direct": True, "contact_minutes": 0, "reply_working_days": 1,
+                  "complex_reply_working_days": 1, "final_days": 30},
+    "general": {"name": "一般转办", "direct": False},
+}
+
+
+class CasesSettings(Section):
+    categories: list[CodeName] = [CodeName(**c) for c in DEFAULT_CATEGORIES]
+    """The acceptance scope: a case can only be accepted with one of these categories."""
+    units: list[CodeName] = [CodeName(**u) for u in DEFAULT_UNITS]
+    """Responsible units cases are dispatched to."""
+    handling_forms: dict[str, HandlingForm] = {k: HandlingForm(**v) for k, v in DEFAULT_HANDLING_FORMS.items()}  # type: ignore[arg-type]
+    """Handling forms by code, each with its deadlines. Given in the file, the table replaces the defaults."""
+    deadline_near_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """A deadline is "near" once less than this fraction of its allotted working time is left."""
+    duplicate_days: int = Field(90, ge=1, le=3650)
+    """Cases from the same number within this many days are suggested as duplicates."""
+    duplicate_similarity: float = Field(0.5, ge=0.0, le=1.0)
+    """Content similarity (0-1, jieba tokens + rapidfuzz) above which a case with the same address or unit is suggested."""
+    duplicate_address_similarity: float = Field(0.8, ge=0.0, le=1.0)
+    """Normalised addresses at least this similar count as the same address."""
+
+    @field_validator("categories", "units")
+    @classmethod
+    def _unique(cls, v: list[CodeName]) -> list[CodeName]:
+        codes = [c.code for c in v]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            raise ValueError(f"codes listed twice: {', '.join(dup)}")
+        if not v:
+            raise ValueError("at least one entry is needed")
+        return v
+
+    @field_validator("handling_forms")
+    @classmethod
+    def _forms(cls, v: dict[str, HandlingForm]) -> dict[str, HandlingForm]:
+        import re
+
+        bad = [k for k in v if not re.match(r"^[a-z][a-z0-9_]{0,19}$", k)]
+        if bad:
+            raise ValueError(f"handling form codes must be lower-case identifiers: {', '.join(bad)}")
+        if not v:
+            raise ValueError("at least one handling form is needed")
+        return v
+
+    def category_names(self) -> dict[str, str]:
+        return {c.code: c.name for c in self.categories}
+
+    def unit_names(self) -> dict[str, str]:
+        return {u.code: u.name for u in self.units}
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["console", "json"] = "console"
@@ -213,6 +324,7 @@ class Settings(BaseSettings):
     voicemail: VoicemailSettings = VoicemailSettings()
     api: ApiSettings = ApiSettings()
     prompts: PromptsSettings = PromptsSettings()
+    cases: CasesSettings = CasesSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 02:13:59.242993
+Create Date: 2026-12-07 02:27:37.571163
 """
 from alembic import op
 import sqlalchemy as sa
@@ -60,18 +60,43 @@ def upgrade() -> None:
     sa.Column('extracted', sa.JSON(), nullable=False),
     sa.Column('source_recording_id', sa.Integer(), nullable=True),
     sa.Column('source_transcript_id', sa.Integer(), nullable=True),
+    sa.Column('complexity', sa.String(length=10), nullable=False),
+    sa.Column('no_call', sa.Boolean(), nullable=False),
+    sa.Column('unit', sa.String(length=40), nullable=True),
+    sa.Column('assignee', sa.String(length=80), nullable=True),
+    sa.Column('key_supervision', sa.Boolean(), nullable=False),
+    sa.Column('merged_into_id', sa.Integer(), nullable=True),
+    sa.Column('result', sa.Text(), nullable=True),
+    sa.Column('reply', sa.Text(), nullable=True),
+    sa.Column('satisfaction', sa.String(length=24), nullable=True),
+    sa.Column('accepted_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('responded_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('contacted_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('replied_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sign_due', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('contact_due', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('reply_due', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('final_due', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('clock_started_at', config.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['case.id'], name=op.f('fk_case_merged_into_id_case')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_case')),
     sa.UniqueConstraint('number', name=op.f('uq_case_number'))
     )
     with op.batch_alter_table('case', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_case_caller_number'), ['caller_number'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_category'), ['category'], unique=False)
+        batch_op.create_index('ix_case_category_received_at', ['category', 'received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_channel'), ['channel'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_complainant_phone'), ['complainant_phone'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_merged_into_id'), ['merged_into_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_received_at'), ['received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_source_recording_id'), ['source_recording_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_unit'), ['unit'], unique=False)
 
     op.create_table('case_counter',
     sa.Column('day', sa.String(length=8), nullable=False),
@@ -141,6 +166,20 @@ def upgrade() -> None:
     sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_access_head'))
     )
+    op.create_table('case_deadline_alert',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('deadline', sa.String(length=10), nullable=False),
+    sa.Column('level', sa.String(length=10), nullable=False),
+    sa.Column('due', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], name=op.f('fk_case_deadline_alert_case_id_case')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_case_deadline_alert')),
+    sa.UniqueConstraint('case_id', 'deadline', 'level', 'due', name='uq_case_deadline_alert_key')
+    )
+    with op.batch_alter_table('case_deadline_alert', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_case_deadline_alert_case_id'), ['case_id'], unique=False)
+
     op.create_table('case_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
@@ -156,6 +195,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_case_event_case_id'), ['case_id'], unique=False)
+
+    op.create_table('personal_data_view',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('viewer', sa.String(length=80), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('fields', sa.JSON(), nullable=False),
+    sa.Column('purpose', sa.String(length=200), nullable=True),
+    sa.Column('at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], name=op.f('fk_personal_data_view_case_id_case')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_personal_data_view'))
+    )
+    with op.batch_alter_table('personal_data_view', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_personal_data_view_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_personal_data_view_case_id'), ['case_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_personal_data_view_viewer'), ['viewer'], unique=False)
 
     op.create_table('transcription_job',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -210,10 +265,20 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_transcription_job_recording_id'))
 
     op.drop_table('transcription_job')
+    with op.batch_alter_table('personal_data_view', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_personal_data_view_viewer'))
+        batch_op.drop_index(batch_op.f('ix_personal_data_view_case_id'))
+        batch_op.drop_index(batch_op.f('ix_personal_data_view_at'))
+
+    op.drop_table('personal_data_view')
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_case_event_case_id'))
 
     op.drop_table('case_event')
+    with op.batch_alter_table('case_deadline_alert', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_case_deadline_alert_case_id'))
+
+    op.drop_table('case_deadline_alert')
     op.drop_table('recording_access_head')
     with op.batch_alter_table('recording_access', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recording_access_recording_id'))
@@ -230,10 +295,15 @@ def downgrade() -> None:
     op.drop_table('hours_override')
     op.drop_table('case_counter')
     with op.batch_alter_table('case', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_case_unit'))
         batch_op.drop_index(batch_op.f('ix_case_status'))
         batch_op.drop_index(batch_op.f('ix_case_source_recording_id'))
         batch_op.drop_index(batch_op.f('ix_case_received_at'))
+        batch_op.drop_index(batch_op.f('ix_case_merged_into_id'))
         batch_op.drop_index(batch_op.f('ix_case_complainant_phone'))
+        batch_op.drop_index(batch_op.f('ix_case_channel'))
+        batch_op.drop_index('ix_case_category_received_at')
+        batch_op.drop_index(batch_op.f('ix_case_category'))
         batch_op.drop_index(batch_op.f('ix_case_caller_number'))
 
     op.drop_table('case')
