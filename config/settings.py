@@ -108,11 +108,7 @@ class CalendarSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Asia/Shanghai'") from None
-        return v
+        return check_zone(v)
 
     @field_validator("hours")
     @classmethod
@@ -129,6 +125,14 @@ class CalendarSettings(Section):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+def check_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Asia/Shanghai'") from None
+    return v
 
 
 def _check_spans(spans: list[str]) -> list[str]:
@@ -304,6 +308,44 @@ class CasesSettings(Section):
 
     def unit_names(self) -> dict[str, str]:
         return {u.code: u.name for u in self.units}
+class CampaignSettings(Section):
+    """Defaults for new return-visit campaigns (each campaign keeps its own copy) and the engine's pace."""
+
+    windows: list[str] = ["09:00-12:00", "14:30-20:00"]
+    """Calling windows, local "HH:MM-HH:MM" spans in the campaign's time zone."""
+    days: Literal["working_days", "every_day"] | list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = "working_days"
+    """Which days: the calendar's working days (adjusted working weekends included), every day, or
+    listed weekdays. Public holidays and local closed days are never calling days."""
+    timezone: str | None = None
+    """The zone the windows are read in; unset: [calendar] timezone."""
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_minutes: int = Field(120, ge=1, le=10080)
+    """Wait after an unanswered attempt before the next one."""
+    concurrency: int = Field(4, ge=1, le=200)
+    """Lines one campaign may use at once."""
+    caller_id: str = "12389"
+    ring_timeout: float = Field(30.0, ge=5.0, le=120.0)
+    """Seconds an outbound call rings before it counts as no answer."""
+    prompt_script: str = Field("return_visit", pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    """Prefix of the survey's prompt segments (<script>_intro, <script>_question, …)."""
+    opt_out_key: str = Field("8", pattern=r"^[0-9*#]$")
+    """The key a callee presses to be put on the do-not-call list (1-3 rate, 9 repeats, 0 operator)."""
+    comment_seconds: int = Field(30, ge=0, le=300)
+    """Longest spoken comment after the rating; 0 asks for none."""
+    tick_seconds: float = Field(15.0, ge=1.0, le=600.0)
+    """How often the scheduler looks for due targets."""
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one calling window is needed")
+        return _check_spans(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return None if v is None else check_zone(v)
 
 
 class LoggingSettings(Section):
@@ -325,6 +367,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     prompts: PromptsSettings = PromptsSettings()
     cases: CasesSettings = CasesSettings()
+    campaigns: CampaignSettings = CampaignSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -211,6 +211,49 @@ def _catalogue() -> tuple[Segment, ...]:
              "en": "The service is closing for maintenance. Your message has been saved. Please call again later."},
             "graceful shutdown with calls in progress",
         ),
+        # Return-visit survey (campaigns/survey.py reads <prompt_script>_<part>; "return_visit" is the default script).
+        # The question names the keys: a centre that changes [campaigns] opt_out_key re-records it.
+        Segment(
+            "return_visit_intro",
+            {"zh": "您好，这里是12389热线回访。关于您反映的问题，案件编号是",
+             "en": "Hello, this is a follow-up call from the 12389 hotline about the matter you reported, case number"},
+            "outbound return visit: first thing the callee hears, followed by the case number digit by digit",
+            tts={"zh": "您好，这里是一二三八九热线回访。关于您反映的问题，案件编号是",
+                 "en": "Hello, this is a follow-up call from the 1 2 3 8 9 hotline about the matter you reported, case number"},
+        ),
+        Segment(
+            "return_visit_question",
+            {"zh": "对办理结果满意请按1，基本满意请按2，不满意请按3。重听请按9，转人工服务请按0，今后不希望接到回访电话请按8。",
+             "en": "If you are satisfied with how it was handled, press 1; basically satisfied, press 2; not satisfied, press 3. "
+                   "To hear this again, press 9. For an operator, press 0. To receive no more follow-up calls, press 8."},
+            "return visit rating question",
+        ),
+        Segment(
+            "return_visit_comment",
+            {"zh": "如有意见或建议，请在提示音后简要说明，说完请按井号键。",
+             "en": "If you have a comment, please give it briefly after the tone and press the hash key when you finish."},
+            "after a rating: optional short spoken comment",
+        ),
+        Segment(
+            "return_visit_thanks",
+            {"zh": "感谢您的评价，再见。", "en": "Thank you for your feedback. Goodbye."},
+            "end of a return visit",
+        ),
+        Segment(
+            "return_visit_opt_out",
+            {"zh": "好的，今后不再给您拨打回访电话。再见。", "en": "We will not call you for follow-ups again. Goodbye."},
+            "the callee pressed the opt-out key",
+        ),
+        Segment(
+            "return_visit_transfer",
+            {"zh": "正在为您转接人工服务，请稍候。", "en": "Connecting you to an operator, please hold."},
+            "key 0 while the centre is open",
+        ),
+        Segment(
+            "return_visit_operator_closed",
+            {"zh": "现在是非工作时间，无法转接人工服务。", "en": "Our operators are not on duty at this time."},
+            "key 0 while the centre is closed; the question follows again",
+        ),
     ]
     for d in range(10):
         s.append(Segment(f"digit_{d}", {"zh": _DIGITS_ZH[d], "en": _DIGITS_EN[d]}, "numbers read digit by digit"))

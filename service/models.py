@@ -2,6 +2,7 @@
 
 
 def import_all_models() -> None:
+    import campaigns.models  # noqa: F401
     import cases.models  # noqa: F401
     import config.models  # noqa: F401
     import ivr.models  # noqa: F401

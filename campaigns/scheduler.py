@@ -1,0 +1,158 @@
+"""APScheduler 3.x for campaigns: the tick job and one cron job per recurring campaign.
+
+Jobs live in the service's own database (``SQLAlchemyJobStore``, table ``apscheduler_jobs``,
+declared in campaigns/models.py so the migration creates it), so a restarted service finds
+every recurring schedule where it was. Jobs are stored as *function paths*
+(``campaigns.scheduler:tick_job``) with plain arguments, never as objects: a stored job
+must be importable by the next process. The functions find this process's engine through
+:data:`_ACTIVE`, the one piece of module state here, because APScheduler can only store
+a reference to a module-level function.
+
+Misfires and restarts:
+
+* the tick job coalesces (one late tick, never a burst) and has no misfire limit; it is
+  harmless to run at any time, because *which* targets are due and whether an attempt was
+  already placed are decided from the database (campaigns/runner.py), not from APScheduler;
+* a recurring run missed while the service was down runs once at start (coalesce, no
+  misfire limit); it selects the cases replied since the *last run*, so a late or merged
+  run loses no case and a second run in a row finds nothing new;
+* at start, :meth:`Runner.recover` closes attempts a killed process left open before the
+  first tick (no double call, no skipped target).
+
+One scheduler per database: APScheduler 3 does not coordinate several schedulers over one
+job store (each would fire every job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from campaigns.errors import CampaignError, NotFound
+from campaigns.lifecycle import transition
+from campaigns.models import JOBS_TABLE, RUNNING, SCHEDULED, Campaign
+from campaigns.runner import Runner
+from campaigns.targets import SELECT_STATUSES, add_targets, preview, select_cases
+from campaigns.windows import zone
+from config.db import transaction
+from config.logs import get_logger
+
+log = get_logger("campaigns.scheduler")
+
+TICK_JOB = "campaigns-tick"
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+_ACTIVE: dict[str, CampaignScheduler] = {}
+"""The scheduler of this process, for the stored job functions (see the module docstring)."""
+
+
+def recurrence_job_id(campaign_id: int) -> str:
+    return f"campaign-{campaign_id}-recurrence"
+
+
+async def tick_job() -> None:
+    """Stored job: one runner tick."""
+    active = _ACTIVE.get("default")
+    if active is None:
+        log.warning("campaign tick fired with no scheduler running in this process")
+        return
+    await active.runner.tick()
+
+
+async def recurrence_job(campaign_id: int) -> None:
+    """Stored job: one run of a recurring campaign."""
+    active = _ACTIVE.get("default")
+    if active is None:
+        log.warning("campaign recurrence fired with no scheduler running in this process", campaign=campaign_id)
+        return
+    await asyncio.to_thread(run_recurrence, active.runner.sessions, campaign_id, active.runner.clock())
+
+
+def run_recurrence(sessions: sessionmaker[Session], campaign_id: int, now: dt.datetime) -> int:
+    """Add targets for the cases replied since the last run, and start the run; returns how many.
+
+    A paused, cancelled or finished campaign selects nothing (its schedule stays, so resuming
+    a paused one catches up at its next run, from the same ``last_run_at``).
+    """
+    with transaction(sessions) as s:
+        campaign = s.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign {campaign_id}")
+        if campaign.state not in (SCHEDULED, RUNNING):
+            log.info("recurrence skipped", campaign=campaign.name, state=campaign.state)
+            return 0
+        since = campaign.last_run_at or campaign.created_at
+        if now <= since:
+            return 0
+        sel = campaign.selection or {}
+        cases = select_cases(
+            s, since=since, until=now, statuses=sel.get("statuses") or SELECT_STATUSES,
+            category=sel.get("category"), unit=sel.get("unit"),
+        )
+        n = add_targets(s, campaign, preview(s, cases, campaign_id=campaign.id), now=now)
+        campaign.last_run_at = now
+        if n and campaign.state == SCHEDULED:
+            transition(s, campaign, RUNNING, now=now)
+        log.info("recurring run selected targets", campaign=campaign.name, since=since.isoformat(), targets=n)
+        return n
+
+
+class CampaignScheduler:
+    """The AsyncIOScheduler with its database job store, driving one :class:`Runner`."""
+
+    def __init__(self, engine: Engine, runner: Runner, *, tick_seconds: float, timezone: str) -> None:
+        self.runner = runner
+        self.tick_seconds = tick_seconds
+        self.scheduler = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)},
+            job_defaults=JOB_DEFAULTS,
+            timezone=zone(timezone),
+        )
+
+    async def start(self, *, paused: bool = False) -> None:
+        """Recover interrupted attempts, then start the jobs (``paused``: store only, fire nothing; tests)."""
+        if _ACTIVE.get("default") not in (None, self):
+            raise CampaignError("a campaign scheduler is already running in this process")
+        await asyncio.to_thread(self.runner.recover)
+        _ACTIVE["default"] = self
+        self.scheduler.start(paused=paused)
+        self.scheduler.add_job(
+            tick_job, IntervalTrigger(seconds=self.tick_seconds), id=TICK_JOB, name=TICK_JOB, replace_existing=True
+        )
+        self.sync_recurrences()
+
+    def sync_recurrences(self) -> None:
+        """One cron job per recurring campaign that is not final; keep unchanged jobs (and their misfires)."""
+        with self.runner.sessions() as s:
+            wanted = {
+                recurrence_job_id(c.id): (c.id, c.recurrence, c.timezone)
+                for c in s.scalars(select(Campaign).where(Campaign.recurrence.is_not(None), Campaign.state.not_in(("finished", "cancelled"))))
+            }
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("campaign-") and job.id not in wanted:
+                job.remove()
+        for job_id, (campaign_id, expr, tz) in wanted.items():
+            name = f"{expr} ({tz})"
+            job = self.scheduler.get_job(job_id)
+            if job is not None and job.name == name:
+                continue
+            self.scheduler.add_job(
+                recurrence_job, CronTrigger.from_crontab(expr, timezone=zone(tz)), args=[campaign_id],
+                id=job_id, name=name, replace_existing=True,
+            )
+
+    def jobs(self) -> list[tuple[str, dt.datetime | None]]:
+        return [(j.id, j.next_run_time) for j in self.scheduler.get_jobs()]
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.runner.stop()
+        if _ACTIVE.get("default") is self:
+            del _ACTIVE["default"]
