@@ -5,6 +5,10 @@ sidecar naming the Call row. When the call ends the message is stored through th
 recording store (canonical copy, checksum, transcription job) and both files go. If the
 process dies instead, the next start finds the pair, repairs the WAV header and stores it
 the same way: all but the last unflushed second survive.
+
+Two kinds share this path: a voicemail message (`<call id>.wav`, mono) and a bridged
+conversation (`<call id>.conversation.wav`, stereo: left caller, right operator). The
+sidecar says which, so recovery stores each as what it is, stereo kept as stereo.
 """
 
 from __future__ import annotations
@@ -32,10 +36,22 @@ def live_dir(settings: Settings) -> Path:
     return d
 
 
-def begin(settings: Settings, call: Call) -> Path:
-    """Write the sidecar before the first audio byte, so a crash always knows whose audio it is."""
-    wav = live_dir(settings) / f"{call.id}.wav"
-    meta = {"call_id": call.id, "caller": call.caller, "started_at": call.started_at.isoformat()}
+VOICEMAIL = "voicemail"
+CONVERSATION = "conversation"
+_CHANNELS = {VOICEMAIL: 1, CONVERSATION: 2}
+_DISPOSITION = {VOICEMAIL: "voicemail", CONVERSATION: "operator"}
+
+
+def begin(settings: Settings, call: Call, kind: str = VOICEMAIL) -> Path:
+    """Write the sidecar before the first audio byte, so a crash always knows whose audio it is.
+
+    Returns the path the live WAV goes to (mono for a message, stereo for a conversation).
+    """
+    if kind not in _CHANNELS:
+        raise ValueError(f"live recording kind must be one of {sorted(_CHANNELS)}, not {kind!r}")
+    name = f"{call.id}.wav" if kind == VOICEMAIL else f"{call.id}.{kind}.wav"
+    wav = live_dir(settings) / name
+    meta = {"call_id": call.id, "caller": call.caller, "started_at": call.started_at.isoformat(), "kind": kind}
     write_atomic(wav.with_suffix(".json"), json.dumps(meta).encode())
     return wav
 
@@ -45,13 +61,17 @@ def store_message(sessions: sessionmaker[Session], settings: Settings, wav: Path
     """Move a finished (or repaired) live message into the store; returns the recording id."""
     side = wav.with_suffix(".json")
     meta = json.loads(side.read_text())
+    kind = meta.get("kind", VOICEMAIL)  # sidecars written before conversations existed
+    if kind not in _CHANNELS:
+        kind = VOICEMAIL
     recording_id: int | None = None
     try:
         with transaction(sessions) as s:
             call = s.get(Call, meta["call_id"])
             rec = store_recording(
-                s, settings.storage, wav, kind="voicemail", caller=meta.get("caller"),
+                s, settings.storage, wav, kind=kind, caller=meta.get("caller"),
                 received_at=dt.datetime.fromisoformat(meta["started_at"]), call_id=meta["call_id"], hooks=hooks,
+                channels=_CHANNELS[kind],
             )
             recording_id = rec.id
             if call is not None:
@@ -59,11 +79,12 @@ def store_message(sessions: sessionmaker[Session], settings: Settings, wav: Path
                 if recovered:
                     call.ended_at = call.ended_at or utcnow()
                     call.end_reason = call.end_reason or "recovered_after_crash"
-                    call.disposition = call.disposition or "voicemail"
-                    call.message_seconds = rec.duration
+                    call.disposition = call.disposition or _DISPOSITION[kind]
+                    if kind == VOICEMAIL:
+                        call.message_seconds = rec.duration
     except AudioError as e:
         # An empty message (hung up at the tone): nothing to keep; say so and drop the files.
-        log.warning("live message not stored", call_id=meta["call_id"], reason=str(e))
+        log.warning("live recording not stored", call_id=meta["call_id"], kind=kind, reason=str(e))
     for p in (wav, side):
         p.unlink(missing_ok=True)
     return recording_id

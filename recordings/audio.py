@@ -1,7 +1,8 @@
 """Probe and convert audio with ffprobe / ffmpeg subprocesses.
 
 Audio is never loaded into memory: ffmpeg reads the source and writes the canonical WAV
-(16-bit PCM, mono, the source rate capped at ``max_sample_rate``) straight to a file, and
+(16-bit PCM, mono, the source rate capped at ``max_sample_rate``; a conversation keeps its
+two channels, caller and operator, see ``convert(channels=2)``) straight to a file, and
 the checksum is computed by streaming that file back in chunks. A two-hour message costs
 the same memory as a ten-second one.
 
@@ -194,18 +195,23 @@ def target_rate(source_rate: int, max_rate: int) -> int:
     return min(source_rate, max_rate)
 
 
-def convert(src: Path, dst: Path, p: Probe, max_rate: int) -> Canonical:
+def convert(src: Path, dst: Path, p: Probe, max_rate: int, channels: int = 1) -> Canonical:
     """Write the canonical WAV of src to dst (which may exist and is overwritten), then check it.
 
-    The output is read back: its header must say 16-bit PCM mono at the expected rate with
-    at least one frame, and its SHA-256 is taken over the bytes on disk.
+    `channels` is the most channels kept: 1 mixes down (messages, imports); 2 keeps a
+    stereo conversation's sides apart (a mono source stays mono, never duplicated).
+    The output is read back: its header must say 16-bit PCM with those channels at the
+    expected rate with at least one frame, and its SHA-256 is taken over the bytes on disk.
     """
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, not {channels!r}")
+    want = min(channels, p.channels)
     rate = target_rate(p.sample_rate, max_rate)
     cmd = [
         _tool("ffmpeg"), "-nostdin", "-hide_banner", "-v", "error", "-y",
         "-i", _file_url(src),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-ac", "1", "-ar", str(rate), "-c:a", "pcm_s16le",
+        "-ac", str(want), "-ar", str(rate), "-c:a", "pcm_s16le",
         "-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
         "-f", "wav", _file_url(dst),
     ]  # fmt: skip
@@ -217,9 +223,10 @@ def convert(src: Path, dst: Path, p: Probe, max_rate: int) -> Canonical:
             got = (w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes())
     except (wave.Error, EOFError) as e:
         raise AudioError(f"{src}: conversion produced no valid WAV ({e})") from None
-    width, channels, out_rate, frames = got
-    if (width, channels, out_rate) != (2, 1, rate):
-        raise AudioError(f"{src}: conversion produced {width * 8}-bit {channels} ch {out_rate} Hz, expected 16-bit mono {rate} Hz")
+    width, got_channels, out_rate, frames = got
+    if (width, got_channels, out_rate) != (2, want, rate):
+        raise AudioError(f"{src}: conversion produced {width * 8}-bit {got_channels} ch {out_rate} Hz, "
+                         f"expected 16-bit {want} ch {rate} Hz")
     if frames == 0:
         raise AudioError(f"{src}: no audio in it (zero-length: 0 samples decoded)")
     if p.container in _INDEXED and p.duration and frames / rate < p.duration - max(0.5, 0.02 * p.duration):
@@ -228,7 +235,7 @@ def convert(src: Path, dst: Path, p: Probe, max_rate: int) -> Canonical:
             f"only {frames / rate:.1f} s could be decoded"
         )
     digest, size = sha256_file(dst)
-    return Canonical(out_rate, channels, frames, size, digest)
+    return Canonical(out_rate, got_channels, frames, size, digest)
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

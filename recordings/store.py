@@ -291,8 +291,11 @@ def store_recording(
     received_at: dt.datetime | None = None,
     call_id: int | None = None,
     hooks: Sequence[Hook] = (),
+    channels: int = 1,
 ) -> Recording:
     """Convert src to the canonical WAV, store it, add its row and run the hooks (see module doc).
+
+    `channels=2` keeps a stereo source's channels (a conversation: left caller, right operator).
 
     Must be called inside a transaction the caller then ends; the file's fate follows that
     transaction's outcome. Raises AudioError (nothing is left behind) for unusable sources.
@@ -314,7 +317,7 @@ def store_recording(
     intent = _Intent.create(root, uid, key, src)
     renamed = False
     try:
-        canon = convert(src, intent.part, p, storage.max_sample_rate)
+        canon = convert(src, intent.part, p, storage.max_sample_rate, channels)
         fsync_file(intent.part)
         final = _makedirs_durable(root, Path(key).parent) / f"{uid}.wav"
         _lock_in_transaction(session, uid)

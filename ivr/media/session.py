@@ -47,6 +47,22 @@ send from an address the SDP does not show; afterwards packets from any other ad
 dropped (`wrong_source`) and we send to the latched address. Audio goes into a clock-driven
 `PlayoutBuffer` (see ivr/media/playout.py for the 60 ms jitter delay); the recording sink is
 fed one decoded frame per tick from it, silence when it has nothing, so duration is wall time.
+
+Relaying (for ivr/media/bridge.py): `start_relay(handler)` hands every accepted audio and
+telephone-event packet to `handler` the moment it arrives, and `send_relayed(...)` sends one
+packet at once on this session's own stream (our SSRC, our sequence, the source's timestamp
+plus a fixed offset, so the far end sees the source's timing, gaps and event timestamps
+unchanged). While relaying, the ticker stops sending prompt/silence packets; only when nothing
+was relayed for `RELAY_IDLE_TICKS` periods (the other side is on hold, muted with silence
+suppression, or gone) does the tick send codec silence again, so NAT bindings and the peer's
+stream stay alive; the next relayed packet re-anchors the timestamp after that silence and
+carries the marker bit. A new source SSRC (the other leg's phone restarted its stream)
+re-anchors the same way.
+
+Re-INVITEs: `set_remote()` with an address different from the previous SDP address forgets
+the latched source, so a phone that moved (new address after a re-INVITE) is followed;
+`sending = False` (the SIP side sets it for a far end that put us on hold: `a=sendonly` or
+`a=inactive`) keeps receiving but sends nothing, and `sending = True` resumes the stream.
 """
 
 from __future__ import annotations
@@ -69,6 +85,9 @@ from ivr.media.ticker import Ticker
 _LOGGER = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
+_TS_MASK = 0xFFFFFFFF
+RELAY_IDLE_TICKS = 3
+"""Periods without a relayed packet (60 ms, more than normal jitter) before filler silence is sent."""
 PCM_FRAME_BYTES = 2 * FRAME_SAMPLES
 """One 20 ms frame of 16-bit 8 kHz linear PCM: what the recording sink receives."""
 PCM_SILENCE = bytes(PCM_FRAME_BYTES)
@@ -151,6 +170,13 @@ class MediaSession:
         self._sink: Callable[[bytes], None] | None = None
         self.recording_error: BaseException | None = None
         self._closed = False
+        self._closed_event = asyncio.Event()
+        self.sending = True
+        """False while the far end holds the call (a=sendonly / a=inactive): receive only."""
+        self._relay: Callable[[RtpPacket], None] | None = None
+        self._relay_anchor: tuple[int, int] | None = None
+        """(source SSRC, timestamp offset) of the stream being relayed, None until the next packet."""
+        self._relay_idle = 0
         self._loop = asyncio.get_running_loop()
         self._counters = {
             "packets_in": 0,
@@ -165,6 +191,9 @@ class MediaSession:
             "odd_size": 0,
             "send_errors": 0,
             "frames_recorded": 0,
+            "relayed_out": 0,
+            "relay_errors": 0,
+            "filler_out": 0,
         }
 
     # -- construction -------------------------------------------------------------------------
@@ -217,6 +246,11 @@ class MediaSession:
         return self._closed
 
     @property
+    def ticker(self) -> Ticker:
+        """The media clock this session runs on (a bridge and its recorder must share it)."""
+        return self._ticker
+
+    @property
     def remote(self) -> Address | None:
         """Where RTP goes: the latched source once a packet came, else the SDP address."""
         return self._latched or self._sdp_remote
@@ -226,8 +260,59 @@ class MediaSession:
         return self._latched
 
     def set_remote(self, addr: Address) -> None:
-        """The address from the SDP; used until the caller's real source latches."""
-        self._sdp_remote = (addr[0], int(addr[1]))
+        """The address from the SDP; used until the caller's real source latches.
+
+        A different address than before (a re-INVITE moved the media) also drops the latch:
+        the next valid packet, from wherever the phone now sends, latches afresh.
+        """
+        new = (addr[0], int(addr[1]))
+        if self._sdp_remote is not None and new != self._sdp_remote and self._latched is not None:
+            _LOGGER.info("RTP remote moved to %s:%d; latching again", new[0], new[1])
+            self._latched = None
+        self._sdp_remote = new
+
+    async def wait_closed(self) -> None:
+        """Return once `close()` has been called (the SIP side ended this leg)."""
+        await self._closed_event.wait()
+
+    # -- relaying (see the module docstring) --------------------------------------------------
+
+    @property
+    def relaying(self) -> bool:
+        return self._relay is not None
+
+    def start_relay(self, handler: Callable[[RtpPacket], None]) -> None:
+        """Hand every accepted audio / telephone-event packet to `handler` on arrival; the
+        ticker stops sending this session's own silence until the relay goes idle."""
+        self._relay = handler
+        self._relay_anchor = None
+        self._relay_idle = 0
+
+    def stop_relay(self) -> None:
+        """Back to normal sending (prompts / silence on the ticker), continuing the same stream."""
+        self._relay = None
+
+    def send_relayed(self, payload_type: int, payload: bytes, source_ssrc: int, source_timestamp: int,
+                     marker: bool = False) -> None:
+        """Send one packet now on this session's stream, timed by the source's RTP timestamp."""
+        transport = self._transport
+        dest = self._latched or self._sdp_remote
+        self._relay_idle = 0
+        if transport is None or dest is None or not self.sending:
+            return
+        anchor = self._relay_anchor
+        if anchor is None or anchor[0] != source_ssrc:
+            # Continue our stream where it stands: the first relayed packet gets our next timestamp.
+            anchor = self._relay_anchor = (source_ssrc, (self._ts - source_timestamp) & _TS_MASK)
+            marker = True
+        ts = (source_timestamp + anchor[1]) & _TS_MASK
+        header = _HEADER.pack(0x80, (0x80 if marker or self._marker else 0) | payload_type, self._seq, ts, self.ssrc)
+        self._marker = False
+        self._seq = (self._seq + 1) & 0xFFFF
+        if payload_type == self.payload_type:
+            self._ts = (ts + len(payload)) & _TS_MASK  # G.711: one byte per sample
+        transport.sendto(header + payload, dest)
+        self._counters["relayed_out"] += 1
 
     async def play(self, pcm: bytes, *, interrupt_on_digit: bool = False) -> str | None:
         """Send `pcm` (16-bit LE mono 8 kHz) as 20 ms packets; return when the last one is sent.
@@ -292,6 +377,8 @@ class MediaSession:
         if self._closed:
             return
         self._closed = True
+        self._closed_event.set()
+        self._relay = None
         self._ticker.unregister(self)
         self.stop_recording()
         while self._plays:
@@ -308,7 +395,16 @@ class MediaSession:
 
     def tick(self) -> None:
         """One 20 ms period: send one packet, record one frame. Called by the ticker only."""
-        self._send_one()
+        if self._relay is None:
+            self._send_one()
+        else:
+            self._relay_idle += 1
+            if self._relay_idle > RELAY_IDLE_TICKS:
+                if self._relay_anchor is not None:
+                    self._relay_anchor = None  # the next relayed packet continues after this silence
+                    self._marker = True
+                if self._send_one():
+                    self._counters["filler_out"] += 1
         sink = self._sink
         if sink is not None:
             frame = self._playout.tick()
@@ -321,11 +417,11 @@ class MediaSession:
                 self.recording_error = e
                 _LOGGER.exception("recording sink failed; recording stopped")
 
-    def _send_one(self) -> None:
+    def _send_one(self) -> bool:
         transport = self._transport
         dest = self._latched or self._sdp_remote
-        if transport is None or dest is None:
-            return
+        if transport is None or dest is None or not self.sending:
+            return False
         plays = self._plays
         payload = self._silence_payload
         while plays:
@@ -349,6 +445,7 @@ class MediaSession:
         self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
         transport.sendto(header + payload, dest)
         self._counters["packets_out"] += 1
+        return True
 
     def _decode(self, frame: bytes | None) -> bytes:
         if frame is None:
@@ -390,6 +487,14 @@ class MediaSession:
         counters["packets_in"] += 1
         counters["bytes_in"] += len(data)
         self.last_rx = self._loop.time()
+        relay = self._relay
+        if relay is not None:
+            try:
+                relay(packet)
+            except Exception:
+                # One bad packet must not take down the receive path of the call.
+                counters["relay_errors"] += 1
+                _LOGGER.exception("relay handler failed on a packet")
         if is_audio:
             if self._sink is not None:
                 self._playout.push(packet.sequence, packet.payload, packet.ssrc)
