@@ -42,7 +42,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
+
+from cases.actions import HasRules, record_return_visit
+from cases.lifecycle import IllegalTransition
+from config.context import Context
 
 from campaigns.lifecycle import count_targets, transition
 from campaigns.models import (
@@ -62,11 +66,9 @@ from campaigns.models import (
 from campaigns.survey import SurveyResult, SurveyScript, run_survey
 from campaigns.targets import GONE_STATUSES, add_do_not_call, do_not_call_set
 from campaigns.windows import CallingWindow
-from cases.models import Case, CaseEvent
-from config.calendar import WorkCalendar
+from cases.models import Case
 from config.db import transaction, utcnow
 from config.logs import get_logger
-from config.settings import CampaignSettings
 from ivr.flows import CallPort
 
 log = get_logger("campaigns.runner")
@@ -116,41 +118,25 @@ def node_id() -> str:
 # -- results on the case ---------------------------------------------------------------------
 
 
-def interim_record_return_visit(
-    session: Session, case: Case, *, actor: str, outcome: str, rating: int | None = None, note: str | None = None
-) -> CaseEvent:
-    """Until cases.actions.record_return_visit exists: the result as a CaseEvent, status unchanged.
+def case_record_visit(rules: HasRules) -> RecordVisit:
+    """The case lifecycle's return-visit rule (cases.actions.record_return_visit) for this centre.
 
-    The case lifecycle (return_visit → closed, "not satisfied" reopening the case under key
-    supervision) belongs to the cases package; this only records what the callee said, with
-    ``reopen_for_supervision`` set so nothing is lost until that slice lands.
+    The campaign keeps keypad ratings as 1/2/3 (what the callee pressed); the case stores
+    the lifecycle's rating words. Only "answered" and "unreachable" (given up after the last
+    attempt) reach a case: a busy line that will be retried is not a result yet.
     """
-    event = CaseEvent(
-        case_id=case.id,
-        actor=actor,
-        action="return_visit",
-        from_status=case.status,
-        to_status=case.status,
-        note=note,
-        data={
-            "outcome": outcome,
-            "rating": rating,
-            "rating_text": RATINGS.get(rating) if rating else None,
-            "reopen_for_supervision": rating == 3,
-        },
-    )
-    session.add(event)
-    session.flush()
-    return event
 
+    def record(session: Session, case: Case, *, actor: str, outcome: str, rating: int | None = None,
+               note: str | None = None) -> Any:
+        word = RATINGS[rating] if rating else None
+        try:
+            return record_return_visit(session, case, ctx=rules, actor=actor, outcome=outcome, rating=word, note=note)
+        except IllegalTransition as e:
+            # The case moved on meanwhile (reopened, merged): the answer stays on the target.
+            log.warning("return-visit result not put on the case", case=case.number, status=case.status, error=str(e))
+            return None
 
-def default_record_visit() -> RecordVisit:
-    """The case lifecycle's function when that slice is installed, else the interim one."""
-    try:
-        from cases.actions import record_return_visit  # type: ignore[import-not-found,attr-defined,unused-ignore]
-    except ImportError:
-        return interim_record_return_visit
-    return record_return_visit  # type: ignore[no-any-return,unused-ignore]
+    return record
 
 
 def apply_result(
@@ -160,13 +146,13 @@ def apply_result(
     outcome: str,
     rating: int | None = None,
     note: str | None = None,
-    record_visit: RecordVisit | None = None,
+    record_visit: RecordVisit,
 ) -> bool:
     """Put a target's final result on its case; False when the case is gone (deleted meanwhile)."""
     case = session.get(Case, target.case_id) if target.case_id is not None else None
     if case is None:
         return False
-    (record_visit or default_record_visit())(session, case, actor=ACTOR, outcome=outcome, rating=rating, note=note)
+    record_visit(session, case, actor=ACTOR, outcome=outcome, rating=rating, note=note)
     return True
 
 
@@ -178,21 +164,19 @@ class Runner:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
-        calendar: WorkCalendar,
-        settings: CampaignSettings,
+        ctx: Context,
         dialer: Dialer,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         record_visit: RecordVisit | None = None,
         operator_open: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
-        self.sessions = sessions
-        self.calendar = calendar
-        self.settings = settings
+        self.sessions = ctx.sessions
+        self.calendar = ctx.calendar
+        self.settings = ctx.settings.campaigns
         self.dialer = dialer
         self.clock = clock
-        self.record_visit = record_visit
+        self.record_visit = record_visit or case_record_visit(ctx)
         self.operator_open = operator_open
         self.node = node_id()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -431,7 +415,7 @@ def settle(
     now: dt.datetime,
     opted_out: bool = False,
     retry_from: dt.datetime | None = None,
-    record_visit: RecordVisit | None = None,
+    record_visit: RecordVisit,
 ) -> None:
     """The target's next state after an attempt with ``outcome`` (the retry and final rules)."""
     target.outcome, target.last_error = outcome, error
@@ -467,7 +451,7 @@ def _attempt_counts(s: Session, target_id: int) -> tuple[int, int]:
     return int(total) - int(stopped), int(stopped)
 
 
-def _fail(s: Session, campaign: Campaign, target: CampaignTarget, reason: str, record_visit: RecordVisit | None) -> None:
+def _fail(s: Session, campaign: Campaign, target: CampaignTarget, reason: str, record_visit: RecordVisit) -> None:
     target.state, target.next_attempt_at = FAILED, None
     s.add(FollowUp(campaign_id=campaign.id, target_id=target.id, case_id=target.case_id,
                    case_number=target.case_number, phone=target.phone, reason=f"{reason}: reach by SMS or letter"))

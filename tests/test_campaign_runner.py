@@ -40,7 +40,7 @@ def setup(sessions, n: int = 1, **kw) -> int:  # type: ignore[no-untyped-def]
 
 
 def runner(ctx, dialer, clock, **kw) -> Runner:  # type: ignore[no-untyped-def]
-    return Runner(ctx.sessions, ctx.calendar, ctx.settings.campaigns, dialer, clock=clock, **kw)
+    return Runner(ctx, dialer, clock=clock, **kw)
 
 
 def attempts(sessions) -> list[tuple[int, str | None, object]]:  # type: ignore[no-untyped-def]
@@ -76,7 +76,7 @@ async def test_retries_at_the_right_times_then_follow_up(ctx, sessions) -> None:
         assert (target.state, target.attempts, target.outcome) == ("failed", 3, "no_answer")
         follow = s.scalars(select(FollowUp)).one()
         assert follow.phone == PHONE and "unreachable after 3 attempts" in follow.reason
-        event = s.scalars(select(CaseEvent).where(CaseEvent.action == "return_visit")).one()
+        event = s.scalars(select(CaseEvent).where(CaseEvent.action == "return_visit_attempt")).one()
         assert event.data["outcome"] == "unreachable"
         assert s.get(Campaign, cid).state == "finished"
         assert progress(s, s.get(Campaign, cid))["failed"] == 1
@@ -118,15 +118,26 @@ async def test_answered_ratings_reach_the_case(ctx, sessions) -> None:  # type: 
         assert keys == dict(zip(phones, ["1", "3", "8"]))
 
 
-async def test_interim_result_event_marks_not_satisfied_for_supervision(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_not_satisfied_reopens_the_case_under_key_supervision(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
     setup(sessions)
     r = runner(ctx, FakeDialer(keys={PHONE: "3"}), Clock(at("2026-09-16 15:00")))
     await r.tick()
     await r.drain()
     with sessions() as s:
-        event = s.scalars(select(CaseEvent).where(CaseEvent.action == "return_visit")).one()
-        assert event.actor == "campaign" and event.data["rating_text"] == "not_satisfied"
-        assert event.data["reopen_for_supervision"] is True
+        case = s.scalars(select(Case)).one()
+        assert (case.status, case.key_supervision, case.satisfaction) == ("accepted", True, "not_satisfied")
+        actions = [e.action for e in s.scalars(select(CaseEvent).where(CaseEvent.actor == "campaign"))]
+        assert actions == ["start_return_visit", "reopen"], actions
+
+
+async def test_satisfied_closes_the_case(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    setup(sessions)
+    r = runner(ctx, FakeDialer(keys={PHONE: "1"}), Clock(at("2026-09-16 15:00")))
+    await r.tick()
+    await r.drain()
+    with sessions() as s:
+        case = s.scalars(select(Case)).one()
+        assert (case.status, case.satisfaction) == ("closed", "satisfied")
 
 
 async def test_concurrency_cap_never_exceeded(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
@@ -256,7 +267,7 @@ CHILD = textwrap.dedent(
 
     async def main():
         ctx = Context(load_settings())
-        r = Runner(ctx.sessions, ctx.calendar, ctx.settings.campaigns, Ringing(), clock=Clock(at("2026-09-16 10:00")))
+        r = Runner(ctx, Ringing(), clock=Clock(at("2026-09-16 10:00")))
         await r.tick()
         await asyncio.sleep(3600)
 

@@ -20,7 +20,7 @@ def test_jobs_table_is_apschedulers_own(ctx) -> None:  # type: ignore[no-untyped
 
 
 def make(ctx, clock, dialer=None) -> CampaignScheduler:  # type: ignore[no-untyped-def]
-    runner = Runner(ctx.sessions, ctx.calendar, ctx.settings.campaigns, dialer or FakeDialer(), clock=clock)
+    runner = Runner(ctx, dialer or FakeDialer(), clock=clock)
     return CampaignScheduler(ctx.engine, runner, tick_seconds=15, timezone="Asia/Shanghai")
 
 

@@ -95,9 +95,7 @@ def test_malformed_json_in_environment_is_a_config_error(hotline) -> None:  # ty
     ("toml", "expected"),
     [
         ("[api]\nprot = 8081\n", ["[api] prot: unknown key", "accepted keys: host, port"]),
-        ("[apis]
-port = 8081
-", ["apis: unknown key", "accepted keys: api, calendar, campaigns, cases, database"]),
+        ("[apis]\nport = 8081\n", ["apis: unknown key", "accepted keys: api, calendar, campaigns, cases, database"]),
         ("[calendar]\nclosed = [2026-10-13]\n", ["[calendar] closed: unknown key", "closed_days", "open_days"]),
         (
             '[calendar.years.2027]\nholiday = {2027-10-01 = "National Day"}\n',
