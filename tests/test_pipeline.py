@@ -96,7 +96,7 @@ def count(ctx, model) -> int:  # type: ignore[no-untyped-def]
 def test_store_result_writes_transcript_and_draft_case(ctx) -> None:  # type: ignore[no-untyped-def]
     rec, job_id, _ = add_recording(ctx)
     c = claim(ctx)
-    out = pipeline.store_result(ctx.sessions, c, fake_result(), ctx.settings)
+    out = pipeline.store_result(ctx.sessions, c, [fake_result()], ctx.settings)
     assert out is not None and out.case_created
     assert out.case_number == "20261206-0001"
     with ctx.sessions() as s:
@@ -128,28 +128,28 @@ def test_crash_inside_the_transaction_leaves_nothing_then_retry_makes_one_case(c
 
     monkeypatch.setattr(pipeline, "create_voicemail_draft", crash)
     with pytest.raises(OSError):
-        pipeline.store_result(ctx.sessions, c, fake_result(), ctx.settings)
+        pipeline.store_result(ctx.sessions, c, [fake_result()], ctx.settings)
     monkeypatch.undo()
     assert count(ctx, Transcript) == 0 and count(ctx, Case) == 0
     with ctx.sessions() as s:
         assert s.get(TranscriptionJob, job_id).state == "running"  # still ours: rolled back with the rest
     assert jobs.record_failure(ctx.sessions, c, "OSError", permanent=False, max_attempts=3, backoff_seconds=0) == "queued"
     c2 = claim(ctx, "w2")
-    assert pipeline.store_result(ctx.sessions, c2, fake_result(), ctx.settings).case_created
+    assert pipeline.store_result(ctx.sessions, c2, [fake_result()], ctx.settings).case_created
     assert count(ctx, Transcript) == 1 and count(ctx, Case) == 1
 
 
 def test_rerun_for_the_same_recording_makes_no_second_case(ctx) -> None:  # type: ignore[no-untyped-def]
     rec, job_id, _ = add_recording(ctx)
-    first = pipeline.store_result(ctx.sessions, claim(ctx), fake_result(), ctx.settings)
+    first = pipeline.store_result(ctx.sessions, claim(ctx), [fake_result()], ctx.settings)
     # The same job stored twice (a retry after a crash that happened after the commit).
     with ctx.sessions() as s:
         done_claim = jobs.Claim(job_id, rec.id, 1, "w1")
-    assert pipeline.store_result(ctx.sessions, done_claim, fake_result(), ctx.settings) is None
+    assert pipeline.store_result(ctx.sessions, done_claim, [fake_result()], ctx.settings) is None
     # The recording queued again (e.g. by hand, with a better model): new transcript, same case.
     with transaction(ctx.sessions) as s:
         jobs.enqueue_for_recording(s, s.get(Recording, rec.id))
-    again = pipeline.store_result(ctx.sessions, claim(ctx, "w2"), fake_result("second text"), ctx.settings)
+    again = pipeline.store_result(ctx.sessions, claim(ctx, "w2"), [fake_result("second text")], ctx.settings)
     assert again is not None and not again.case_created
     assert again.case_id == first.case_id and again.transcript_id != first.transcript_id
     assert count(ctx, Case) == 1 and count(ctx, CaseEvent) == 1 and count(ctx, Transcript) == 2
@@ -162,7 +162,7 @@ def test_result_of_a_lost_lease_is_discarded(ctx) -> None:  # type: ignore[no-un
     stale = claim(ctx, "slow")
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=601)
     assert jobs.claim_next(ctx.sessions, "w2", lease_seconds=600, max_attempts=3, now=later) is not None
-    assert pipeline.store_result(ctx.sessions, stale, fake_result(), ctx.settings) is None
+    assert pipeline.store_result(ctx.sessions, stale, [fake_result()], ctx.settings) is None
     assert count(ctx, Transcript) == 0 and count(ctx, Case) == 0
 
 
@@ -421,3 +421,43 @@ def test_sigterm_releases_the_job_in_hand(ctx, hotline, env, ko_model, tmp_path)
         pytest.fail("the job finished before SIGTERM arrived; make the clip longer")
     assert (j.state, j.attempts, j.worker, j.lease_until) == ("queued", 0, None, None)
     assert "job released" in err
+
+
+# --- operator conversations: one transcript per channel, no draft ----------------------
+
+
+def test_conversation_is_transcribed_per_channel_and_makes_no_draft(ctx, tmp_path, ko_model) -> None:  # type: ignore[no-untyped-def]
+    """Left = caller (real speech), right = operator (a quiet line): who said what stays apart."""
+    import array
+    import wave
+
+    from transcription.engine import Engine
+
+    with wave.open(str(KO_CLIP)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        rate, left = w.getframerate(), array.array("h", w.readframes(w.getnframes()))
+    both = array.array("h", bytes(4 * len(left)))
+    both[0::2] = left  # right channel stays zeros
+    stereo_path = tmp_path / "conversation.wav"
+    with wave.open(str(stereo_path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(both.tobytes())
+    rec, _job, path = add_recording(ctx, "conv", src=stereo_path)
+    with transaction(ctx.sessions) as s:
+        row = s.get(Recording, rec.id)
+        row.kind, row.channels = "conversation", 2
+    results = pipeline.transcribe_file(Engine(ko_model), path, rec.sha256, channels=2)
+    assert len(results) == 2
+    caller_cer = cer(results[0].text, KO_REF)
+    print(f"\nconversation: caller channel CER {caller_cer:.3f}, operator channel {results[1].text!r}")
+    assert caller_cer < 0.35, results[0].text
+    assert len(results[1].text.replace(" ", "")) < 3, results[1].text
+
+    out = pipeline.store_result(ctx.sessions, claim(ctx), results, ctx.settings)
+    assert out is not None and out.case_id is None and not out.case_created
+    with ctx.sessions() as s:
+        rows = s.scalars(select(Transcript).where(Transcript.recording_id == rec.id).order_by(Transcript.channel)).all()
+        assert [(t.channel, t.text) for t in rows] == [(0, results[0].text), (1, results[1].text)]
+        assert s.scalar(select(func.count()).select_from(Case)) == 0

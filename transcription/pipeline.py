@@ -7,8 +7,13 @@ Two halves, because they run in different processes:
   recorded at import), then transcribes it. A missing or altered file is an AudioError:
   a permanent failure, retrying cannot help.
 - :func:`store_result` runs in the worker's parent, in **one transaction**: mark the job
-  done (guarded: only if this worker still holds it), write the Transcript, extract phones
-  / address / low-confidence words and create the draft Case with its event. Either all
+  done (guarded: only if this worker still holds it), write the Transcript(s), extract phones
+  / address / low-confidence words and create the draft Case with its event.
+
+A stereo operator conversation (left caller, right operator) is transcribed channel by
+channel, one Transcript per channel, so a reviewer sees who said what; it creates no draft
+case (the operator opens the case during the call). Only voicemail and imported messages
+become drafts. Either all
   of it is committed or none of it, and a job re-run after a crash (or a recording
   transcribed twice) never creates a second case: the draft is keyed on the recording,
   and the job / recording row locks serialise the check with the insert.
@@ -34,11 +39,15 @@ if TYPE_CHECKING:
     from transcription.engine import Engine, TranscriptResult
 
 
+DRAFT_KINDS = frozenset({"voicemail", "import"})
+"""Recording kinds whose transcript becomes a draft case."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     transcript_id: int
-    case_id: int
-    case_number: str
+    case_id: int | None
+    case_number: str | None
     case_created: bool
 
 
@@ -58,18 +67,21 @@ def check_stored_file(path: Path, sha256: str | None) -> None:
         raise AudioError(f"stored recording file was altered (SHA-256 differs from the one recorded at import): {path}")
 
 
-def transcribe_file(engine: Engine, path: Path, sha256: str | None) -> TranscriptResult:
+def transcribe_file(engine: Engine, path: Path, sha256: str | None, channels: int = 1) -> list[TranscriptResult]:
+    """One result per channel of a stereo conversation, else one for the (mono) file."""
     check_stored_file(path, sha256)
-    return engine.transcribe(path)
+    if channels == 2:
+        return [engine.transcribe(path, channel=c) for c in range(channels)]
+    return [engine.transcribe(path)]
 
 
-def store_result(factory: sessionmaker[Session], claim: jobs.Claim, result: TranscriptResult, settings: Settings) -> Outcome | None:
-    """Write transcript and draft case for a finished job; None if the job is no longer ours."""
+def store_result(factory: sessionmaker[Session], claim: jobs.Claim, results: list[TranscriptResult],
+                 settings: Settings) -> Outcome | None:
+    """Write transcripts (and the draft case of a message) for a finished job; None if the job is no longer ours."""
     from transcription.extract import extract, low_confidence
 
+    result = results[0]
     words: list[dict[str, Any]] = result.words_as_dicts()
-    found = extract(result.text)
-    marked = low_confidence(words, settings.transcription.low_confidence)
     with factory() as s, s.begin():
         if not jobs.mark_done(s, claim, model=result.model):
             return None
@@ -77,19 +89,18 @@ def store_result(factory: sessionmaker[Session], claim: jobs.Claim, result: Tran
         rec = s.get(Recording, claim.recording_id, with_for_update=True)
         if rec is None:  # pragma: no cover - foreign key keeps it
             raise AudioError(f"recording {claim.recording_id} no longer exists")
-        tr = Transcript(
-            recording_id=rec.id,
-            job_id=claim.job_id,
-            channel=0,
-            text=result.text,
-            words=words,
-            confidence=result.confidence,
-            model=result.model,
-            duration=result.duration,
-            elapsed=result.elapsed,
-        )
-        s.add(tr)
+        rows = [
+            Transcript(recording_id=rec.id, job_id=claim.job_id, channel=channel, text=r.text, words=r.words_as_dicts(),
+                       confidence=r.confidence, model=r.model, duration=r.duration, elapsed=r.elapsed)
+            for channel, r in enumerate(results)
+        ]
+        s.add_all(rows)
         s.flush()
+        tr = rows[0]
+        if rec.kind not in DRAFT_KINDS:
+            return Outcome(tr.id, None, None, False)
+        found = extract(result.text)
+        marked = low_confidence(words, settings.transcription.low_confidence)
         draft = create_voicemail_draft(
             s,
             tz=settings.calendar.tz,

@@ -93,10 +93,10 @@ def _ready() -> str:
     return str(getattr(_ENGINE, "name", ""))
 
 
-def _transcribe(path: str, sha256: str | None) -> Any:
+def _transcribe(path: str, sha256: str | None, channels: int) -> Any:
     if _INIT_ERROR is not None:
         raise _model_error(_INIT_ERROR)
-    return pipeline.transcribe_file(_ENGINE, Path(path), sha256)
+    return pipeline.transcribe_file(_ENGINE, Path(path), sha256, channels)
 
 
 def _model_error(e: BaseException) -> BaseException:
@@ -271,7 +271,7 @@ class Worker:
             self._failed(claim, f"stored recording file is missing: {path}", permanent=True)
             return
         assert self.pool is not None
-        fut = self.pool.submit(_transcribe, str(path), rec.sha256)
+        fut = self.pool.submit(_transcribe, str(path), rec.sha256, rec.channels)
         self.inflight[fut] = _Running(
             claim, rec.id, str(path), renew_at=time.monotonic() + self.ts.lease_seconds / 3, pool=self.pool
         )
@@ -283,7 +283,7 @@ class Worker:
         run = self.inflight.pop(fut)
         claim = run.claim
         try:
-            result = fut.result()
+            results = fut.result()
         except AudioError as e:
             self._failed(claim, str(e), permanent=True)
             return
@@ -302,7 +302,7 @@ class Worker:
             self._failed(claim, f"{e.__class__.__name__}: {e}", permanent=False)
             return
         try:
-            outcome = pipeline.store_result(self.factory, claim, result, self.settings)
+            outcome = pipeline.store_result(self.factory, claim, results, self.settings)
         except Exception as e:  # noqa: BLE001 - e.g. database trouble: retry later
             self._failed(claim, f"storing the transcript failed: {e.__class__.__name__}: {e}", permanent=False)
             return
@@ -320,11 +320,12 @@ class Worker:
             transcript=outcome.transcript_id,
             case=outcome.case_number,
             case_created=outcome.case_created,
-            audio_s=round(result.duration, 2),
-            elapsed_s=round(result.elapsed, 2),
-            rtf=round(result.elapsed / result.duration, 3) if result.duration else None,
-            confidence=round(result.confidence, 3) if result.confidence is not None else None,
-            model=result.model,
+            channels=len(results),
+            audio_s=round(results[0].duration, 2),
+            elapsed_s=round(sum(r.elapsed for r in results), 2),
+            rtf=round(sum(r.elapsed for r in results) / results[0].duration, 3) if results[0].duration else None,
+            confidence=round(results[0].confidence, 3) if results[0].confidence is not None else None,
+            model=results[0].model,
         )
 
     def _failed(self, claim: jobs.Claim, error: str, *, permanent: bool) -> None:
