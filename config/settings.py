@@ -162,6 +162,22 @@ class SipSettings(Section):
     trusted_peers: list[str] = ["127.0.0.1"]
     """Addresses or CIDR networks allowed to send INVITEs in trunk mode; others get 403.
     In register mode the registrar's address is allowed, plus these only when set explicitly."""
+    outbound_proxy: str | None = None
+    """host[:port] every outbound INVITE is sent to (with a Route header); unset: the registrar in
+    register mode, the dialled URI's host in trunk mode."""
+    dial_uri_template: str = "sip:{number}@127.0.0.1:5060"
+    """How the dialer turns a phone number into a SIP URI; `{number}` is the digits."""
+
+    @field_validator("dial_uri_template")
+    @classmethod
+    def _dial_template(cls, v: str) -> str:
+        if "{number}" not in v or not v.lower().startswith(("sip:", "sips:")):
+            raise ValueError('must be a sip: URI containing {number}, e.g. "sip:{number}@pbx.example"')
+        try:
+            v.format(number="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"only {{number}} may be used in braces ({e})") from None
+        return v
 
 
 

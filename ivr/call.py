@@ -1,4 +1,4 @@
-"""A live call as the flows see it (`ivr.flows.CallPort`), over the SIP dialog and its RTP session."""
+"""A live call as the flows see it (`ivr.flows.CallPort`), over a SIP leg (inbound or outbound) and its RTP session."""
 
 from __future__ import annotations
 
@@ -14,15 +14,32 @@ from ivr.media.session import MediaSession
 from ivr.media.silence import SilenceDetector
 from ivr.media.tones import beep
 from ivr.media.wavwriter import WavAppender
-from ivr.sip.ua import IncomingCall
+from ivr.sip.leg import SipLeg
+from ivr.sip.sdp import AudioChoice
 
 log = get_logger("ivr.call")
 FRAME_SECONDS = 0.02
 BEEP = beep()
 
 
+def follow_media(sip: SipLeg, media: MediaSession) -> None:
+    """Point `media` at what the SDP negotiated, now and after every re-INVITE/UPDATE that changes it.
+
+    The one place both directions wire SIP to RTP: an inbound call knows the codec from the
+    offer, an outbound one from the answer, and either may be moved later by the far side.
+    """
+
+    def apply(choice: AudioChoice) -> None:
+        media.set_codec(choice.payload_type, choice.dtmf_payload_type)
+        media.set_remote((choice.remote_host, choice.remote_port))
+
+    if sip.remote_media is not None:
+        apply(sip.remote_media)
+    sip.on_media_update = apply
+
+
 class LiveCall:
-    def __init__(self, sip: IncomingCall, media: MediaSession, prompts: dict[tuple[str, str], bytes],
+    def __init__(self, sip: SipLeg, media: MediaSession, prompts: dict[tuple[str, str], bytes],
                  live_wav: Path, language: str = "zh") -> None:
         self.sip = sip
         self.media = media

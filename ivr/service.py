@@ -21,7 +21,9 @@ from config.db import transaction, utcnow
 from config.logs import get_logger
 from config.overrides import Decision, current_override, decide_open
 from ivr import live
-from ivr.call import LiveCall
+from ivr.call import LiveCall, follow_media
+from ivr.call_rows import create_call_row, mark_answered
+from ivr.dialer import Dialer
 from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
 from ivr.media.session import MediaSession
 from ivr.media.ticker import Ticker
@@ -43,6 +45,9 @@ class Ivr:
         self.calls: dict[str, LiveCall] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.node = socket.gethostname()
+        self.dialer = Dialer(self.server, settings=ctx.settings, sessions=ctx.sessions, open_media=self.open_media,
+                             prompts=self.prompts, node=self.node, tasks=self.tasks)
+        """Outbound calls for schedulers and queues running in this process (see ivr/dialer.py)."""
         # Messages are stored one at a time: storing runs ffprobe/ffmpeg and fsyncs, and when
         # many calls end together a burst of those in parallel stalled the shared media clock
         # for 100-180 ms (bench/calls.py at 100 calls). Callers never wait for this.
@@ -88,14 +93,8 @@ class Ivr:
 
     async def _handle(self, sip: IncomingCall) -> None:
         call_row = await asyncio.to_thread(self._create_call, sip)
-        media = await MediaSession.open(
-            self.settings.sip.bind_host,
-            (self.settings.sip.rtp_port_min, self.settings.sip.rtp_port_max),
-            ticker=self.ticker,
-            payload_type=sip.remote_media.payload_type,
-            dtmf_payload_type=sip.remote_media.dtmf_payload_type,
-        )
-        media.set_remote((sip.remote_media.remote_host, sip.remote_media.remote_port))
+        media = await self.open_media()
+        follow_media(sip, media)
         wav = await asyncio.to_thread(live.begin, self.settings, call_row)
         call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language)
         self.calls[sip.call_id] = call
@@ -104,7 +103,7 @@ class Ivr:
             if not await sip.accept(media.local_port):
                 log.warning("call never acknowledged", call_id=sip.call_id)
                 return
-            await asyncio.to_thread(self._mark_answered, call_row.id)
+            await asyncio.to_thread(mark_answered, self.ctx.sessions, call_row.id)
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
                             voicemail=self.settings.voicemail, message_number=str(call_row.id),
                             now=self.ctx.now)
@@ -131,18 +130,14 @@ class Ivr:
             await loop.run_in_executor(self.store_pool, self._finish, call_row.id, sip, call, result, wav)
 
     def _create_call(self, sip: IncomingCall) -> Call:
-        with transaction(self.ctx.sessions) as s:
-            row = Call(sip_call_id=sip.call_id, direction="in", caller=sip.caller, called=sip.called,
-                       started_at=utcnow(), language=self.settings.prompts.default_language, node=self.node)
-            s.add(row)
-            s.flush()
-            return row
+        return create_call_row(self.ctx.sessions, sip_call_id=sip.call_id, direction="in", caller=sip.caller,
+                               called=sip.called, language=self.settings.prompts.default_language, node=self.node)
 
-    def _mark_answered(self, call_id: int) -> None:
-        with transaction(self.ctx.sessions) as s:
-            row = s.get(Call, call_id)
-            if row is not None:
-                row.answered_at = utcnow()
+    async def open_media(self) -> MediaSession:
+        """An RTP session on a free port of the configured range, on the shared clock (inbound and outbound calls)."""
+        sip = self.settings.sip
+        return await MediaSession.open(sip.bind_host, (sip.rtp_port_min, sip.rtp_port_max), ticker=self.ticker,
+                                       payload_type=0)
 
     def _finish(self, call_id: int, sip: IncomingCall, call: LiveCall, result: FlowResult, wav: Any) -> None:
         recording_id = None

@@ -314,6 +314,14 @@ class MediaSession:
         transport.sendto(header + payload, dest)
         self._counters["relayed_out"] += 1
 
+    def set_codec(self, payload_type: int, dtmf_payload_type: int | None) -> None:
+        """Switch the negotiated payload types: an outbound call opens its port before the answer
+        names the codec, and a re-INVITE may change it. Prompts queued later are encoded anew."""
+        self._codec = codec_for(payload_type)
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self._silence_payload = self._codec.silence()
+
     async def play(self, pcm: bytes, *, interrupt_on_digit: bool = False) -> str | None:
         """Send `pcm` (16-bit LE mono 8 kHz) as 20 ms packets; return when the last one is sent.
 

@@ -1,4 +1,4 @@
-"""The UAS side of one SIP dialog (RFC 3261 section 12): the state that in-dialog requests need.
+"""One SIP dialog (RFC 3261 section 12), from the UAS side (`from_invite`) or the UAC side (`from_response`).
 
 Our BYE must carry the dialog the caller knows: our To-tag as its From tag, its From as
 To, the Call-ID, a CSeq above any we sent, the caller's Contact as Request-URI and the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ivr.sip.message import Request, SipParseError, build_request, parse_name_addr, parse_uri, split_header_list
+from ivr.sip.message import Request, Response, SipParseError, build_request, parse_name_addr, parse_uri, split_header_list
 
 
 @dataclass
@@ -51,6 +51,37 @@ class Dialog:
             remote_cseq=invite.cseq.number,
         )
 
+    @classmethod
+    def from_response(cls, invite: Request, response: Response) -> Dialog:
+        """The dialog our INVITE created with this 2xx (12.1.2): route set is Record-Route REVERSED."""
+        tag = response.to_addr.tag
+        if not tag:
+            raise SipParseError("2xx to INVITE without a To tag")
+        contacts = response.headers.get("Contact")
+        if not contacts:
+            raise SipParseError("2xx to INVITE without Contact")
+        target = parse_name_addr(split_header_list(contacts)[0]).uri
+        parse_uri(target)
+        routes = [
+            _route_entry(entry) for value in response.headers.get_all("Record-Route") for entry in split_header_list(value)
+        ]
+        local_tag = invite.from_addr.tag or ""
+        return cls(
+            call_id=invite.call_id,
+            local_tag=local_tag,
+            remote_tag=tag,
+            local_party=invite.headers.get("From") or "",
+            remote_party=response.headers.get("To") or "",
+            remote_target=target,
+            route_set=routes[::-1],
+            local_cseq=invite.cseq.number,
+        )
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        """How the server finds this dialog for a request from the peer: (Call-ID, its From tag, its To tag)."""
+        return (self.call_id, self.remote_tag, self.local_tag)
+
     def matches(self, request: Request) -> bool:
         return (
             request.call_id == self.call_id
@@ -58,9 +89,16 @@ class Dialog:
             and request.from_addr.tag == self.remote_tag
         )
 
-    def request(self, method: str, *, via_host: str, via_port: int, contact: str | None = None) -> tuple[Request, str]:
-        """Build the next in-dialog request and return it with the URI to send it to (12.2.1.1)."""
-        self.local_cseq += 1
+    def request(self, method: str, *, via_host: str, via_port: int, contact: str | None = None,
+                cseq: int | None = None) -> tuple[Request, str]:
+        """Build the next in-dialog request and return it with the URI to send it to (12.2.1.1).
+
+        `cseq` is for the ACK of a 2xx, which repeats the INVITE's number (13.2.2.4)
+        instead of taking the next one.
+        """
+        if cseq is None:
+            self.local_cseq += 1
+            cseq = self.local_cseq
         uri, routes, next_hop = self._routing()
         request = build_request(
             method,
@@ -68,7 +106,7 @@ class Dialog:
             from_=self.local_party,
             to=self.remote_party,
             call_id=self.call_id,
-            cseq=self.local_cseq,
+            cseq=cseq,
             via_host=via_host,
             via_port=via_port,
             contact=contact,

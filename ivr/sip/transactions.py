@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ivr.sip.message import Request, Response, SipParseError
+from ivr.sip.message import Headers, Request, Response, SipParseError
 
 Key = tuple[str | int | None, ...]
 
@@ -30,11 +30,17 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    b: float | None = None
+    """Timer B (our INVITE unanswered) if not 64*T1: tests shorten it alone, keeping the retransmission pace."""
 
     @property
     def transaction_timeout(self) -> float:
         """64*T1: Timers B, F, H, J, L all wait this long (32 s at the RFC defaults)."""
         return 64 * self.t1
+
+    @property
+    def timer_b(self) -> float:
+        return self.b if self.b is not None else self.transaction_timeout
 
 
 def server_key(request: Request, method: str | None = None) -> Key:
@@ -192,6 +198,129 @@ class NonInviteClientTransaction:
                 handle.cancel()
         if not self.result.done():
             self.result.set_result(response)
+
+
+def ack_for_failure(invite: Request, response: Response) -> Request:
+    """The ACK for a 3xx-6xx to our INVITE (17.1.1.3): part of the INVITE transaction, so its branch.
+
+    Request-URI, Call-ID, From and Route as in the INVITE, only its top Via, To from the
+    response (with the callee's tag), CSeq number of the INVITE with method ACK.
+    """
+    h = Headers()
+    h.add("Via", invite.headers.get_all("Via")[0])
+    h.add("Max-Forwards", "70")
+    for name, value in (("From", invite.headers.get("From")), ("To", response.headers.get("To")),
+                        ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.number} ACK")):
+        h.add(name, value or "")
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    return Request("ACK", invite.uri, h, b"")
+
+
+def cancel_for(invite: Request) -> Request:
+    """CANCEL for our INVITE (9.1): same Request-URI, Call-ID, From, To, Route, top Via and CSeq number."""
+    h = Headers()
+    h.add("Via", invite.headers.get_all("Via")[0])
+    h.add("Max-Forwards", "70")
+    for name in ("From", "To", "Call-ID"):
+        h.add(name, invite.headers.get(name) or "")
+    h.add("CSeq", f"{invite.cseq.number} CANCEL")
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    return Request("CANCEL", invite.uri, h, b"")
+
+
+class InviteClientTransaction:
+    """Our INVITE (17.1.1 with RFC 6026): Timer A resends it until a response, Timer B gives up.
+
+    Every response goes to `on_response`: provisionals, the first final, and each
+    retransmitted 2xx during the 64*T1 "accepted" state (the call re-sends its ACK for
+    those: a 2xx ACK belongs to the dialog, not to this transaction). A 3xx-6xx is ACKed
+    here with the INVITE's branch, again for each retransmission (Timer D). `on_done` runs
+    once the transaction is over, so the server can forget its key; `on_timeout` on Timer B.
+    """
+
+    def __init__(self, invite: Request, send: Callable[[Request], None], timers: Timers, *,
+                 on_response: Callable[[Response], None], on_timeout: Callable[[], None],
+                 on_done: Callable[[], None]) -> None:
+        self.invite = invite
+        self._send = send
+        self._timers = timers
+        self._on_response = on_response
+        self._on_timeout = on_timeout
+        self._on_done = on_done
+        self._loop = asyncio.get_running_loop()
+        self.provisional = False
+        self.final: Response | None = None
+        self._ack: Request | None = None
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._over = False
+
+    @property
+    def key(self) -> Key:
+        return (self.invite.vias[0].branch, "INVITE")
+
+    def start(self) -> None:
+        self._send(self.invite)
+        self._later("A", self._timers.t1, self._retransmit, self._timers.t1)
+        self._later("B", self._timers.timer_b, self._timer_b)
+
+    def received(self, response: Response) -> None:
+        if self._over:
+            return
+        if response.status < 200:
+            if self.final is None:
+                self.provisional = True
+                self._cancel("A")
+                self._on_response(response)
+            return
+        first = self.final is None
+        if first:
+            self.final = response
+            for name in ("A", "B"):
+                self._cancel(name)
+        if response.status < 300:
+            if first:
+                # RFC 6026 "Accepted": keep absorbing retransmitted 2xx (forked ones too) for 64*T1.
+                self._later("M", self._timers.transaction_timeout, self.close)
+            self._on_response(response)
+            return
+        if self.final.status < 300:
+            return  # a late failure after a 2xx: the call is already up
+        if first:
+            self._ack = ack_for_failure(self.invite, response)
+            self._later("D", self._timers.transaction_timeout, self.close)  # Timer D: >= 32 s over UDP
+            self._send(self._ack)
+            self._on_response(response)
+        elif self._ack is not None:
+            self._send(self._ack)
+
+    def close(self) -> None:
+        for name in list(self._handles):
+            self._cancel(name)
+        if not self._over:
+            self._over = True
+            self._on_done()
+
+    def _later(self, name: str, delay: float, fn: Callable[..., None], *args: float) -> None:
+        self._cancel(name)
+        self._handles[name] = self._loop.call_later(delay, fn, *args)
+
+    def _cancel(self, name: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _retransmit(self, interval: float) -> None:
+        if self.provisional or self.final is not None or self._over:
+            return
+        self._send(self.invite)
+        self._later("A", interval * 2, self._retransmit, interval * 2)
+
+    def _timer_b(self) -> None:
+        if self.final is None and not self._over:
+            self.close()
+            self._on_timeout()
 
 
 class ResponseCache:

@@ -45,6 +45,18 @@ Register mode (`[sip] mode = "register"`, ivr/sip/register.py): the same UA, plu
 - `stop()` de-registers first (bounded by `RegisterTiming.deregister_timeout`), so the PBX
   stops routing new calls here while the calls in progress are ended.
 
+Outbound calls (ivr/sip/outgoing.py; the dialer in ivr/dialer.py is what other packages use):
+    call = await server.dial(target_uri, from_user=..., local_rtp_port=..., ring_timeout=30.0,
+                             display_name=None)  -> OutgoingCall, returned once call.outcome is known
+    call.outcome: "answered" | "busy" | "no_answer" | "rejected" | "invalid_number" | "failed"
+    call.sip_status: int | None; an answered call is a SipLeg like an IncomingCall (ended,
+    end_reason "callee_bye"/"local_bye"/..., remote_media, hangup()). Cancelling `dial()`
+    CANCELs the ringing call in the background.
+  Next hop: `[sip] outbound_proxy` if set (also put in a Route header with `lr`), else in
+  register mode the registrar, else the target URI's host. From: register mode uses the
+  account (`sip:username@registrar`) and answers 401/407 with its password; trunk mode
+  `sip:<from_user>@public_host`. `Timers(b=...)` shortens Timer B alone for tests.
+
 Trunk mode policy (the RFC decisions are in the report and in the tests):
 - out-of-dialog requests from a source outside `trusted_peers` get 403, whatever the method;
 - INVITE: 100 at once, then 180; 415/406/416/420/488/400 before ringing when the offer or
@@ -66,10 +78,22 @@ from config.logs import get_logger
 from config.settings import SipSettings
 from ivr.sip.dialog import Dialog, next_hop_address
 from ivr.sip.incoming import IncomingCall
-from ivr.sip.message import Request, Response, SipParseError, build_response, new_tag, parse_uri, split_header_list
-from ivr.sip.register import RegisterTiming, Registration
-from ivr.sip.sdp import SdpError, negotiate, parse_sdp
+from ivr.sip.leg import DialogLeg
+from ivr.sip.message import (
+    Request,
+    Response,
+    SipParseError,
+    build_response,
+    new_call_id,
+    new_tag,
+    parse_uri,
+    split_header_list,
+)
+from ivr.sip.outgoing import Credentials, OutgoingCall, build_invite
+from ivr.sip.register import USER_AGENT, RegisterTiming, Registration
+from ivr.sip.sdp import SdpError, build_offer, negotiate, parse_sdp
 from ivr.sip.transactions import (
+    InviteClientTransaction,
     InviteServerTransaction,
     Key,
     NonInviteClientTransaction,
@@ -80,7 +104,7 @@ from ivr.sip.transactions import (
 )
 from ivr.sip.transport import SipTransport, is_ip_literal, open_transport, reply_address
 
-__all__ = ["IncomingCall", "RegisterTiming", "Registration", "SipServer", "Timers"]
+__all__ = ["IncomingCall", "OutgoingCall", "RegisterTiming", "Registration", "SipServer", "Timers"]
 
 _LOGGER = get_logger(__name__)
 
@@ -119,10 +143,11 @@ class SipServer:
                 self._trusted = []
             self.registration = Registration(settings, self, register_timing)
         self._transport: SipTransport | None = None
-        self._calls: dict[CallKey, IncomingCall] = {}
+        self._calls: dict[CallKey, DialogLeg] = {}
+        self._dialing: set[OutgoingCall] = set()
         self._ringing: dict[Key, IncomingCall] = {}
         self._invite_txs: dict[Key, InviteServerTransaction] = {}
-        self._client_txs: dict[Key, NonInviteClientTransaction] = {}
+        self._client_txs: dict[Key, NonInviteClientTransaction | InviteClientTransaction] = {}
         self._cache = ResponseCache(self.timers)
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiries: set[asyncio.TimerHandle] = set()
@@ -145,9 +170,10 @@ class SipServer:
         return self._require_transport().local_address[1]
 
     @property
-    def calls(self) -> list[IncomingCall]:
-        """Calls not yet ended (for health and shutdown reporting)."""
-        return [c for c in self._calls.values() if not c.ended.is_set()]
+    def calls(self) -> list[DialogLeg]:
+        """Calls not yet ended, both directions, ringing outbound ones too (for health and shutdown)."""
+        legs: list[DialogLeg] = [*self._calls.values(), *self._dialing]
+        return list({id(c): c for c in legs if not c.ended.is_set()}.values())
 
     async def stop(self) -> None:
         """De-register (register mode), 503 ringing calls, BYE answered ones (waiting `shutdown_grace` for their 200s), then close."""
@@ -164,7 +190,7 @@ class SipServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for tx in self._invite_txs.values():
             tx.close()
-        for ctx in self._client_txs.values():
+        for ctx in list(self._client_txs.values()):
             ctx.close()
         for handle in self._expiries:
             handle.cancel()
@@ -202,13 +228,104 @@ class SipServer:
         finally:
             self._client_txs.pop(tx.key, None)
 
+    # outbound calls (DialHost) ---------------------------------------------------------------
+
+    async def dial(
+        self,
+        target_uri: str,
+        *,
+        from_user: str,
+        local_rtp_port: int,
+        ring_timeout: float = 30.0,
+        display_name: str | None = None,
+        call_id: str | None = None,
+    ) -> OutgoingCall:
+        """Call `target_uri` offering G.711 on `local_rtp_port`; returns once the outcome is known (see module doc)."""
+        uri = parse_uri(target_uri)  # SipParseError for a URI we could not even route
+        if uri.scheme not in ("sip", "sips"):
+            raise SipParseError(f"cannot dial a {uri.scheme}: URI; give a sip: URI")
+        next_hop, routes = self._dial_route(target_uri)
+        host, port = self.local_via()
+        credentials = None
+        if self.registration is not None:
+            from_uri = self.registration.aor
+            if self.registration.password is not None:
+                credentials = Credentials(self.registration.username, self.registration.password)
+        else:
+            from_uri = f"sip:{from_user}@{f'[{host}]' if ':' in host else host}"
+        call_id = call_id or new_call_id(host)
+        body = build_offer(host=self.public_host, port=local_rtp_port,
+                           session_id=int.from_bytes(call_id.encode()[:4], "big") & 0x7FFFFFFF)
+        invite = build_invite(target_uri, from_uri=from_uri, display_name=display_name, from_tag=new_tag(),
+                              call_id=call_id, via=(host, port), contact=self.contact(), body=body, routes=routes,
+                              user_agent=SERVER_NAME)
+        target = await self._resolve(next_hop)
+        call = OutgoingCall(self, invite, next_hop=next_hop, target=target or ("0.0.0.0", 0),
+                            local_rtp_port=local_rtp_port, ring_timeout=ring_timeout, credentials=credentials)
+        if target is None:
+            call.transport_failed(f"cannot resolve next hop {next_hop[:80]}")
+            return call
+        self._dialing.add(call)
+        self._spawn(self._forget_when_ended(call))
+        call.start()
+        try:
+            await call.wait()
+        except asyncio.CancelledError:
+            self._spawn(call.hangup())  # CANCEL (or BYE if the answer crossed) outlives the caller's task
+            raise
+        return call
+
+    def _dial_route(self, target_uri: str) -> tuple[str, list[str]]:
+        """Next hop URI and Route headers of a new outbound INVITE (8.1.2)."""
+        proxy = (self.settings.outbound_proxy or "").strip()
+        if proxy:
+            uri = proxy if proxy.lower().startswith(("sip:", "sips:")) else f"sip:{proxy}"
+            loose = uri if ";lr" in uri else f"{uri};lr"
+            return uri, [f"<{loose}>"]
+        if self.registration is not None:
+            return f"sip:{self.registration.registrar}", []
+        return target_uri, []
+
+    def start_invite(self, invite: Request, target: tuple[str, int], call: OutgoingCall) -> InviteClientTransaction:
+        transport = self._require_transport()
+        holder: list[InviteClientTransaction] = []
+        tx = InviteClientTransaction(
+            invite, lambda r: transport.send(r, target), self.timers, on_response=call.on_response,
+            on_timeout=call.on_timeout, on_done=lambda: self._client_txs.pop(holder[0].key, None),
+        )
+        holder.append(tx)
+        self._client_txs[tx.key] = tx
+        tx.start()
+        return tx
+
+    async def send_to(self, request: Request, next_hop: str) -> None:
+        target = await self._resolve(next_hop)
+        if target is not None:
+            self._require_transport().send(request, target)
+
+    def dialog_confirmed(self, call: OutgoingCall) -> None:
+        assert call.dialog is not None
+        self._calls[call.dialog.key] = call
+
+    def spawn(self, coro: object) -> None:
+        self._spawn(coro)  # type: ignore[arg-type]
+
+    async def _forget_when_ended(self, call: OutgoingCall) -> None:
+        try:
+            await call.ended.wait()
+        finally:
+            self._dialing.discard(call)
+            if call.dialog is not None:
+                self._expire(self.timers.transaction_timeout, self._calls, call.dialog.key, call)
+
     # dispatch --------------------------------------------------------------------------------
 
     def _on_response(self, response: Response, source: tuple[str, int]) -> None:
         key = client_key(response)
         tx = self._client_txs.get(key) if key else None
         if tx is None:
-            self._log.debug("sip.stray_response", status=response.status, source=source[0])
+            self._log.info("sip.stray_response", status=response.status, source=f"{source[0]}:{source[1]}",
+                           call_id=response.call_id[:80])
             return
         tx.received(response)
 
@@ -378,7 +495,7 @@ class SipServer:
 
     # in-dialog -------------------------------------------------------------------------------
 
-    def _find_call(self, request: Request) -> IncomingCall | None:
+    def _find_call(self, request: Request) -> DialogLeg | None:
         return self._calls.get((request.call_id, request.from_addr.tag, request.to_addr.tag or ""))
 
     def _in_dialog(self, request: Request, source: tuple[str, int]) -> None:
@@ -412,7 +529,7 @@ class SipServer:
         else:
             self._refuse(request, source, 501, headers=[("Allow", ALLOW)])
 
-    def _reinvite(self, call: IncomingCall, request: Request, source: tuple[str, int]) -> None:
+    def _reinvite(self, call: DialogLeg, request: Request, source: tuple[str, int]) -> None:
         if call.state != "confirmed":
             # 14.2: an INVITE arriving while our previous one is unfinished waits and retries.
             self._refuse(request, source, 500, headers=[("Retry-After", "1")])
@@ -421,8 +538,7 @@ class SipServer:
         if refusal is not None and refusal[0] != 488:
             self._refuse(request, source, refusal[0], headers=refusal[2])
             return
-        holder: list[IncomingCall] = [call]
-        tx = self._invite_tx(request, source, on_timeout=lambda: holder[0].invite_timed_out())
+        tx = self._invite_tx(request, source, on_timeout=call.invite_timed_out)
         self._log.info("sip.reinvite", call_id=call.call_id)
         call.on_reinvite(request, tx)
 
