@@ -17,6 +17,7 @@ from config.settings import load_settings
 
 def build_parser() -> argparse.ArgumentParser:
     import cases.cli
+    import cases.users_cli
     import config.cli
     import ivr.cli
     import recordings.cli
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HOTLINE_CONFIG, else built-in defaults)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [logging] level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (service.serve, config.cli, recordings.cli, transcription.cli, cases.cli, ivr.cli):
+    for module in (service.serve, config.cli, recordings.cli, transcription.cli, cases.cli, cases.users_cli, ivr.cli):
         module.register(sub)
     return parser
 
