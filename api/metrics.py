@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
+
+from api.openapi import PUBLIC, Routes
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -157,13 +159,16 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         request.app[METRICS].observe(request.method, _route(request), status, loop.time() - started)
 
 
+routes = Routes("metrics")
+
+
+@routes.get("/metrics", summary="Prometheus metrics (text or OpenMetrics by Accept)", roles=PUBLIC)
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics"""
+    """Public like /healthz: scrapers carry no credentials; the API listens on loopback by default."""
     body, content_type = await asyncio.to_thread(request.app[METRICS].render, request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def setup_metrics(app: web.Application, ctx: Context) -> None:
-    """Give the app its registry and /metrics; add :func:`count_requests` as its first middleware."""
+    """Give the app its registry (/metrics is in `routes`); add :func:`count_requests` as its first middleware."""
     app[METRICS] = Metrics(ctx)
-    app.router.add_get("/metrics", metrics)

@@ -16,8 +16,8 @@ therefore a second ``play`` entry whose ``range`` shows where it went; readers o
 group them by actor, client and time. ``Cache-Control: no-store`` keeps browsers from
 replaying audio out of their cache without asking (and being logged).
 
-Roles: the lead wraps these handlers with ``require("supervisor", "admin")`` at merge;
-until then :func:`_actor` is a placeholder.
+Roles: operators (they play messages while reviewing drafts) and supervisors (audits);
+the access log itself only for supervisors.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from api.app import CTX, error
+from api.auth import USER
+from api.context import CTX
+from api.errors import error
+from api.openapi import Routes
 from cases.models import Case
 from config.context import Context
 from config.db import DatabaseError, transaction
@@ -44,6 +47,9 @@ from recordings.models import KINDS, Recording
 from recordings.store import recording_path
 
 log = get_logger("api.recordings")
+routes = Routes("recordings")
+LISTENERS = ("operator", "supervisor")
+"""Operators play messages while reviewing drafts; supervisors audit."""
 
 MAX_LIMIT = 200
 MAX_ID = 2**31 - 1
@@ -61,13 +67,7 @@ class BadRequest(Exception):
 
 
 def _actor(request: web.Request) -> str:
-    """PLACEHOLDER until api/auth.py lands: the signed-in user's name, else "anonymous".
-
-    At merge this becomes the authenticated user from ``require("supervisor", "admin")``.
-    """
-    user = request.get("user")
-    name = getattr(user, "username", user)
-    return name if isinstance(name, str) and name else "anonymous"
+    return request[USER].username
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -197,6 +197,8 @@ def _bad(e: BadRequest) -> web.Response:
     return error(400, "bad_request", e.message, {e.param: e.value})
 
 
+@routes.get("/api/v1/recordings", summary="Search recordings (date, caller, disposition, case, kind)", roles=LISTENERS,
+            errors=(400,))
 async def search(request: web.Request) -> web.Response:
     """GET /api/v1/recordings?from=&to=&caller=&disposition=&case=&kind=&cursor=&limit="""
     ctx = _ctx(request)
@@ -226,6 +228,7 @@ def _not_found(rec_id: int) -> web.Response:
     return error(404, "not_found", f"no recording {rec_id}", {"id": rec_id})
 
 
+@routes.get("/api/v1/recordings/{id}", summary="One recording with its call and case", roles=LISTENERS, errors=(400, 404))
 async def detail(request: web.Request) -> web.Response:
     """GET /api/v1/recordings/{id}"""
     ctx = _ctx(request)
@@ -239,6 +242,8 @@ async def detail(request: web.Request) -> web.Response:
     return _json(_hit_dict(hit, ctx.settings.calendar.tz, full=True))
 
 
+@routes.get("/api/v1/recordings/{id}/access", summary="Who played or downloaded this recording (hash-chained log)",
+            roles=("supervisor",), errors=(400, 404))
 async def access_log(request: web.Request) -> web.Response:
     """GET /api/v1/recordings/{id}/access?cursor=&limit= : that recording's entries, newest first."""
     ctx = _ctx(request)
@@ -301,6 +306,8 @@ async def audit_audio(request: web.Request, response: web.StreamResponse) -> Non
         raise AuditUnavailable(str(e)) from e
 
 
+@routes.get("/api/v1/recordings/{id}/audio", summary="The audio (WAV, HTTP Range); each response is logged",
+            roles=LISTENERS, errors=(400, 404, 410, 416))
 async def audio(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/recordings/{id}/audio[?download=1]"""
     ctx = _ctx(request)
@@ -343,9 +350,6 @@ async def audio(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/recordings", search)
-    app.router.add_get("/api/v1/recordings/{id}", detail)
-    app.router.add_get("/api/v1/recordings/{id}/audio", audio)
-    app.router.add_get("/api/v1/recordings/{id}/access", access_log)
+def setup(app: web.Application) -> None:
+    """The audit hook: an access entry is written as the audio response's headers go out."""
     app.on_response_prepare.append(audit_audio)

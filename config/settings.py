@@ -192,6 +192,25 @@ class VoicemailSettings(Section):
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Request bodies above this get 413 (aiohttp client_max_size)."""
+    session_secret: str | None = None
+    """Key for the encrypted session cookie: 32 bytes as url-safe base64, or the path of a file holding
+    that text. Unset: generated once into <storage root>/session.key and kept there."""
+    secure_cookies: bool = False
+    """Send the session cookie only over HTTPS; turn on when staff reach the service through TLS."""
+    session_hours: float = Field(12.0, gt=0, le=24 * 31)
+    """A web login lasts this long (a shift), then the cookie no longer decrypts."""
+    token_days: int = Field(30, ge=1, le=3650)
+    """Default lifetime of API bearer tokens (POST /api/v1/auth/token, `hotline users token`)."""
+    login_failures_per_user: int = Field(5, ge=1, le=1000)
+    """Failed logins for one username before each further failure locks it for a while."""
+    login_failures_per_address: int = Field(30, ge=1, le=100000)
+    """The same for one client address (higher: a centre's staff may share one NAT address)."""
+    login_lock_seconds: float = Field(2.0, gt=0, le=3600)
+    """The first lock; it doubles with each further failure."""
+    login_lock_max_seconds: float = Field(900.0, gt=0, le=86400)
+    """The longest lock; failures older than this are forgotten."""
 
 
 PromptLanguage = Literal["zh", "en"]

@@ -18,6 +18,7 @@ from config.settings import load_settings
 def build_parser() -> argparse.ArgumentParser:
     import campaigns.cli
     import cases.cli
+    import cases.users_cli
     import config.cli
     import ivr.cli
     import recordings.cli
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HOTLINE_CONFIG, else built-in defaults)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [logging] level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (service.serve, config.cli, recordings.cli, transcription.cli, cases.cli, ivr.cli, campaigns.cli):
+    for module in (service.serve, config.cli, recordings.cli, transcription.cli, cases.cli, cases.users_cli, ivr.cli,
+                   campaigns.cli):
         module.register(sub)
     return parser
 

@@ -3,7 +3,9 @@
 
 def import_all_models() -> None:
     import campaigns.models  # noqa: F401
+    import cases.login_throttle  # noqa: F401
     import cases.models  # noqa: F401
+    import cases.users  # noqa: F401
     import config.models  # noqa: F401
     import ivr.models  # noqa: F401
     import recordings.models  # noqa: F401

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from api.app import create_app
+from api_support import logged_in_client
 from cases.models import Case
 from config.context import Context
 from config.db import transaction, utcnow
@@ -52,7 +52,7 @@ def _entries(ctx: Context) -> list[RecordingAccess]:
 async def test_full_get_serves_the_file_and_logs_a_play(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     rec = _stored(ctx)
     data = recording_path(ctx.settings.storage, rec).read_bytes()
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/{rec.id}/audio", headers={"User-Agent": "player/1"})
     assert r.status == 200
     assert await r.read() == data
@@ -62,14 +62,14 @@ async def test_full_get_serves_the_file_and_logs_a_play(aiohttp_client, ctx: Con
     assert "Content-Disposition" not in r.headers
     [e] = _entries(ctx)
     assert (e.recording_id, e.actor, e.action, e.client, e.user_agent, e.range) == (
-        rec.id, "anonymous", "play", "127.0.0.1", "player/1", None)  # fmt: skip
+        rec.id, user.username, "play", "127.0.0.1", "player/1", None)  # fmt: skip
 
 
 async def test_ranges_for_a_seekable_player(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     rec = _stored(ctx)
     data = recording_path(ctx.settings.storage, rec).read_bytes()
     size = len(data)
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     url = f"/api/v1/recordings/{rec.id}/audio"
 
     r = await client.get(url, headers={"Range": "bytes=0-99"})
@@ -100,7 +100,7 @@ async def test_ranges_for_a_seekable_player(aiohttp_client, ctx: Context) -> Non
 
 async def test_download_is_an_attachment_and_logged_as_download(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     rec = _stored(ctx)
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/{rec.id}/audio?download=1")
     assert r.status == 200
     assert r.headers["Content-Disposition"] == f'attachment; filename="recording-{rec.id}.wav"'
@@ -112,7 +112,7 @@ async def test_download_is_an_attachment_and_logged_as_download(aiohttp_client, 
 
 async def test_access_log_endpoint_lists_the_chain(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     rec = _stored(ctx)
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     for _ in range(3):
         assert (await client.get(f"/api/v1/recordings/{rec.id}/audio")).status == 200
     r = await client.get(f"/api/v1/recordings/{rec.id}/access?limit=2")
@@ -128,7 +128,7 @@ async def test_access_log_endpoint_lists_the_chain(aiohttp_client, ctx: Context)
 
 @pytest.mark.parametrize("suffix", ["", "/audio", "/access"])
 async def test_unknown_and_malformed_ids(aiohttp_client, ctx: Context, suffix: str) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/123456789012{suffix}")
     assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
     for bad in ("abc", "-1", "0", "1.5", "1e3", "9" * 30, "%27%20OR%201%3D1"):
@@ -147,7 +147,7 @@ async def test_missing_altered_and_deleted_files(aiohttp_client, ctx: Context) -
         row = s.get(Recording, deleted.id)
         assert row is not None
         row.deleted_at = utcnow()
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/{gone.id}/audio")
     assert r.status == 410 and (await r.json())["error"]["code"] == "recording_file_missing"
     r = await client.get(f"/api/v1/recordings/{short.id}/audio")
@@ -164,7 +164,7 @@ async def test_no_audio_without_an_access_entry(aiohttp_client, ctx: Context, mo
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr("api.recordings.append_access", broken)
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/{rec.id}/audio")
     assert r.status == 503
     body = await r.json()
@@ -174,7 +174,7 @@ async def test_no_audio_without_an_access_entry(aiohttp_client, ctx: Context, mo
 
 async def test_detail(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     rec = _stored(ctx)
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings/{rec.id}")
     assert r.status == 200
     body = await r.json()
@@ -211,7 +211,7 @@ async def _ids(client, query: str) -> list[int]:  # type: ignore[no-untyped-def]
 
 
 async def test_search_filters(aiohttp_client, ctx: Context, corpus: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     late, early, conv = corpus["late"], corpus["early"], corpus["conv"]
     assert await _ids(client, "") == [conv, early, late]  # newest id first, deleted left out
     assert await _ids(client, "from=2026-03-02&to=2026-03-02") == [late]
@@ -237,7 +237,7 @@ async def test_search_filters(aiohttp_client, ctx: Context, corpus: dict[str, in
 
 
 async def test_search_pages_by_cursor(aiohttp_client, ctx: Context, corpus: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     seen, cursor = [], None
     while True:
         r = await client.get("/api/v1/recordings", params={"limit": "1", **({"cursor": cursor} if cursor else {})})
@@ -269,7 +269,7 @@ async def test_search_pages_by_cursor(aiohttp_client, ctx: Context, corpus: dict
     ],
 )
 async def test_search_bad_parameters(aiohttp_client, ctx: Context, query: str, param: str) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(ctx))
+    client, user = await logged_in_client(aiohttp_client, ctx)
     r = await client.get(f"/api/v1/recordings?{query}")
     assert r.status == 400
     body = await r.json()

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api_support import logged_in_client
 from cases.models import Case
 from config.context import Context
 from config.db import transaction, utcnow
@@ -82,9 +83,9 @@ async def test_database_figures_at_scrape_time(aiohttp_client, ctx: Context) -> 
 
 
 async def test_http_counters_by_route_template(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(ctx))
+    client, _ = await logged_in_client(aiohttp_client, ctx)
     assert (await client.get("/api/v1/cases")).status == 200
-    assert (await client.get("/api/v1/cases?limit=abc")).status == 400
+    assert (await client.get("/api/v1/cases?limit=abc")).status == 422
     for rid in ("1", "2", "3"):
         assert (await client.get(f"/api/v1/recordings/{rid}")).status == 404
     assert (await client.get("/no/such/page")).status == 404
@@ -94,7 +95,7 @@ async def test_http_counters_by_route_template(aiohttp_client, ctx: Context) -> 
         return m.get(("hotline_http_requests_total", (("method", "GET"), ("route", route), ("status", status))), 0)
 
     assert count("/api/v1/cases", "200") == 1
-    assert count("/api/v1/cases", "400") == 1
+    assert count("/api/v1/cases", "422") == 1
     assert count("/api/v1/recordings/{id}", "404") == 3  # one series for every id
     assert count("unmatched", "404") == 1
     assert m[("hotline_http_request_duration_seconds_count", (("method", "GET"), ("route", "/api/v1/cases")))] == 2
@@ -115,7 +116,7 @@ async def test_each_app_has_its_own_registry(aiohttp_client, ctx: Context) -> No
     first, second = await aiohttp_client(create_app(ctx)), await aiohttp_client(create_app(ctx))
     await first.get("/api/v1/cases")
     m1, m2 = await _scrape(first), await _scrape(second)
-    key = ("hotline_http_requests_total", (("method", "GET"), ("route", "/api/v1/cases"), ("status", "200")))
+    key = ("hotline_http_requests_total", (("method", "GET"), ("route", "/api/v1/cases"), ("status", "401")))
     assert m1[key] == 1 and key not in m2
 
 

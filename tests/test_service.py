@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from api_support import bearer_headers, make_user
 from sqlalchemy import text
 
 from api.app import create_app
@@ -31,15 +32,19 @@ async def test_healthz_and_cases(aiohttp_client, ctx) -> None:  # type: ignore[n
     body = await r.json()
     assert body["database"] == "ok" and body["schema_current"] is True
     r = await client.get("/api/v1/cases")
+    assert r.status == 401, "the case list is for logged-in staff only"
+    user, password = make_user(ctx.sessions, "operator")
+    r = await client.get("/api/v1/cases", headers=await bearer_headers(client, user.username, password))
     assert r.status == 200 and (await r.json()) == {"items": []}
 
 
 async def test_api_errors_are_json(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(ctx))
-    r = await client.get("/api/v1/cases?limit=abc")
-    assert r.status == 400
+    user, password = make_user(ctx.sessions, "operator")
+    r = await client.get("/api/v1/cases?limit=abc", headers=await bearer_headers(client, user.username, password))
+    assert r.status == 422
     body = await r.json()
-    assert body["error"]["code"] == "bad_request" and "limit" in body["error"]["message"]
+    assert body["error"]["code"] == "validation_failed" and "limit" in body["error"]["message"]
     r = await client.get("/api/v1/nothing-here")
     assert r.status == 404
     assert (await r.json())["error"]["code"] == "not_found"

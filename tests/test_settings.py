@@ -94,7 +94,7 @@ def test_malformed_json_in_environment_is_a_config_error(hotline) -> None:  # ty
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[api]\nprot = 8081\n", ["[api] prot: unknown key", "accepted keys: host, port"]),
+        ("[api]\nprot = 8081\n", ["[api] prot: unknown key", "accepted keys: host, ", ", port, "]),
         ("[apis]\nport = 8081\n", ["apis: unknown key", "accepted keys: api, calendar, campaigns, cases, database"]),
         ("[calendar]\nclosed = [2026-10-13]\n", ["[calendar] closed: unknown key", "closed_days", "open_days"]),
         (

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 02:29:06.564017
+Create Date: 2026-12-07 02:34:15.196729
 """
 from alembic import op
 import sqlalchemy as sa
@@ -159,6 +159,13 @@ def upgrade() -> None:
     with op.batch_alter_table('hours_override', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hours_override_set_at'), ['set_at'], unique=False)
 
+    op.create_table('login_throttle',
+    sa.Column('key', sa.String(length=120), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('last_failure_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_login_throttle'))
+    )
     op.create_table('recording',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('call_id', sa.Integer(), nullable=True),
@@ -209,6 +216,37 @@ def upgrade() -> None:
     sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_access_head'))
     )
+    op.create_table('staff_user',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('display_name', sa.String(length=120), nullable=False),
+    sa.Column('password_hash', sa.String(length=200), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('unit', sa.String(length=200), nullable=True),
+    sa.Column('sip_uri', sa.String(length=200), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_login_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_staff_user')),
+    sa.UniqueConstraint('username', name=op.f('uq_staff_user_username'))
+    )
+    with op.batch_alter_table('staff_user', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_staff_user_role'), ['role'], unique=False)
+
+    op.create_table('api_token',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['staff_user.id'], name=op.f('fk_api_token_user_id_staff_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_token')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_token_token_hash'))
+    )
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_token_user_id'), ['user_id'], unique=False)
+
     op.create_table('campaign_target',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('campaign_id', sa.Integer(), nullable=False),
@@ -408,6 +446,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_campaign_target_campaign_id'))
 
     op.drop_table('campaign_target')
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_token_user_id'))
+
+    op.drop_table('api_token')
+    with op.batch_alter_table('staff_user', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_staff_user_role'))
+
+    op.drop_table('staff_user')
     op.drop_table('recording_access_head')
     with op.batch_alter_table('recording_access', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recording_access_recording_id'))
@@ -418,6 +464,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_recording_call_id'))
 
     op.drop_table('recording')
+    op.drop_table('login_throttle')
     with op.batch_alter_table('hours_override', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_hours_override_set_at'))
 
