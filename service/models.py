@@ -2,8 +2,10 @@
 
 
 def import_all_models() -> None:
+    import cases.callbacks  # noqa: F401
     import cases.models  # noqa: F401
     import config.models  # noqa: F401
     import ivr.models  # noqa: F401
+    import ivr.presence  # noqa: F401
     import recordings.models  # noqa: F401
     import transcription.models  # noqa: F401
