@@ -189,6 +189,27 @@ class VoicemailSettings(Section):
     """RMS of a 20 ms frame (16-bit linear) below which it counts as silence."""
 
 
+class QueueSettings(Section):
+    """Callers waiting for an operator in working hours (issue 5).
+
+    Seconds are floats so tests can run a whole wait in a fraction of a second."""
+
+    strategy: Literal["longest_idle", "ring_all"] = "longest_idle"
+    """'longest_idle': offer a caller to the operator whose last call ended longest ago, one at a
+    time; 'ring_all': ring every free operator at once, the first to answer takes the call."""
+    ring_timeout_seconds: float = Field(20.0, gt=0, le=300)
+    """How long an operator's phone rings before the caller is offered to the next one."""
+    wrap_up_seconds: float = Field(30.0, ge=0, le=3600)
+    """After a call the operator is in wrap-up (writing notes) this long before the next ring; 0 = none."""
+    announce_seconds: float = Field(30.0, gt=0, le=3600)
+    """The caller hears their position on entry and again every this many seconds."""
+    max_wait_seconds: float = Field(120.0, gt=0, le=7200)
+    """After waiting this long the caller is taken to voicemail."""
+    hold_music: str = "builtin"
+    """'builtin': a generated melody written by `hotline prompts build` as <[prompts] dir>/hold_music.wav;
+    otherwise the path of an 8 kHz mono 16-bit WAV file to loop."""
+
+
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -399,6 +420,7 @@ class Settings(BaseSettings):
     calendar: CalendarSettings = CalendarSettings()
     sip: SipSettings = SipSettings()
     voicemail: VoicemailSettings = VoicemailSettings()
+    queue: QueueSettings = QueueSettings()
     api: ApiSettings = ApiSettings()
     prompts: PromptsSettings = PromptsSettings()
     cases: CasesSettings = CasesSettings()

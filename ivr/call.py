@@ -20,6 +20,8 @@ from ivr.sip.sdp import AudioChoice
 log = get_logger("ivr.call")
 FRAME_SECONDS = 0.02
 BEEP = beep()
+HOLD_SILENCE = bytes(16000)
+"""One second of silence, looped when no hold music was given."""
 
 
 def follow_media(sip: SipLeg, media: MediaSession) -> None:
@@ -40,13 +42,16 @@ def follow_media(sip: SipLeg, media: MediaSession) -> None:
 
 class LiveCall:
     def __init__(self, sip: SipLeg, media: MediaSession, prompts: dict[tuple[str, str], bytes],
-                 live_wav: Path, language: str = "zh") -> None:
+                 live_wav: Path, language: str = "zh", hold_music: bytes = b"") -> None:
         self.sip = sip
         self.media = media
         self.prompts = prompts
         self.live_wav = live_wav
         self.language = language
         self.writer: WavAppender | None = None
+        self.hold_music = hold_music or HOLD_SILENCE
+        self._music_at = 0
+        """Byte offset where the music stopped, so each stretch of waiting continues the tune."""
 
     @property
     def ended(self) -> bool:
@@ -92,6 +97,36 @@ class LiveCall:
                 break
             out += str(digit)
         return out
+
+    async def music(self, seconds: float) -> str | None:
+        """Loop the hold music for up to `seconds`; a key stops it (it stays queued) and is returned."""
+        if self.ended or seconds <= 0:
+            return None
+        if not self.media.digits.empty():
+            return self._peek_digit()
+        loop = asyncio.get_running_loop()
+        size = len(self.hold_music) - len(self.hold_music) % 2
+
+        async def looped() -> str | None:
+            while True:
+                start, began = self._music_at, loop.time()
+                try:
+                    digit = await self.media.play(self.hold_music[start:size], interrupt_on_digit=True)
+                finally:
+                    played = int((loop.time() - began) * 16000) & ~1
+                    self._music_at = (start + played) % size if size else 0
+                if digit or self.media.closed:
+                    return str(digit) if digit else None
+                self._music_at = 0
+
+        async def bounded() -> str | None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    return await looped()
+            return None
+
+        result = await self._until_ended(bounded())
+        return result if isinstance(result, str) else None
 
     async def tone(self) -> None:
         await self._until_ended(self.media.play(BEEP))

@@ -1,4 +1,4 @@
-"""The inbound call flow: greeting and menu, open/closed routing, voicemail, case status.
+"""The inbound call flow: greeting and menu, open/closed routing, operator queue, voicemail, case status.
 
 The flow talks to a call only through `CallPort` (play prompt segments, collect digits,
 record, hang up), so it runs the same against the real SIP/RTP call and against a fake in
@@ -15,6 +15,7 @@ from typing import Protocol
 
 from config.overrides import Decision
 from config.settings import VoicemailSettings
+from ivr.waiting import WaitDeps, WaitOutcome, wait_in_queue
 
 MENU_TIMEOUT = 6.0
 """Seconds after the menu before a caller who presses nothing is taken to the report path."""
@@ -46,6 +47,10 @@ class CallPort(Protocol):
         """Digits from the queue (also those typed during a prompt), without the terminator;
         `timeout` is the wait for each next digit."""
 
+    async def music(self, seconds: float) -> str | None:
+        """Loop the hold music for up to `seconds`. A key typed (before or during) stops it at
+        once; it stays queued for `collect` and is returned."""
+
     async def tone(self) -> None: ...
 
     async def record(self, settings: VoicemailSettings) -> RecordOutcome: ...
@@ -56,8 +61,10 @@ class CallPort(Protocol):
 @dataclass
 class FlowResult:
     disposition: str = "abandoned"
-    """voicemail, self_service, abandoned."""
+    """voicemail, self_service, operator, callback, abandoned."""
     decision: Decision | None = None
+    queue: WaitOutcome | None = None
+    """How the wait for an operator went, when the caller queued."""
     record: RecordOutcome | None = None
     case_queries: list[str] = field(default_factory=list)
 
@@ -72,6 +79,8 @@ class FlowDeps:
     message_number: str
     """What the caller is told to quote later: the call's number."""
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    queue: WaitDeps | None = None
+    """The operator queue; None where there is none (a node without operators): open → voicemail."""
 
 
 async def inbound(call: CallPort, deps: FlowDeps, result: FlowResult | None = None) -> FlowResult:
@@ -114,9 +123,25 @@ async def _menu(call: CallPort) -> str | None:
 async def _report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
     decision = await deps.decide(deps.now())
     result.decision = decision
-    # Until the operators issue lands, an open centre has nobody to connect to: say so.
-    notice = "no_operator" if decision.open else CLOSED_PROMPT.get(decision.why, "closed")
-    await call.play([notice, "voicemail"])
+    notice: list[str] = ["no_operator"] if decision.open else [CLOSED_PROMPT.get(decision.why, "closed")]
+    if decision.open and deps.queue is not None:
+        outcome = result.queue = await wait_in_queue(call, deps.queue)
+        if outcome.exit == "operator":
+            result.disposition = "operator"
+            try:
+                await deps.queue.talk(outcome)
+            finally:
+                assert outcome.waiting is not None and outcome.connection is not None
+                await deps.queue.queue.finished(outcome.waiting, outcome.connection)
+            return
+        if call.ended:
+            return
+        if outcome.exit == "callback" and outcome.callback_phone:
+            result.disposition = "callback"
+            return
+        if outcome.exit in ("voicemail_key", "callback"):
+            notice = []  # they asked for it (or gave no number to call): no apology
+    await call.play([*notice, "voicemail"])
     if call.ended:
         return
     await call.tone()

@@ -22,7 +22,7 @@ class Call(Base):
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     disposition: Mapped[str | None] = mapped_column(String(20))
-    """voicemail, self_service, abandoned, rejected, failed (operator and campaign come later)."""
+    """voicemail, self_service, operator, callback, abandoned, rejected, failed (campaign comes later)."""
     end_reason: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(2), default="zh")
     open_decision: Mapped[str | None] = mapped_column(String(20))
@@ -32,3 +32,11 @@ class Call(Base):
     """What ended the message: max, silence, digit, hangup, shutdown."""
     message_seconds: Mapped[float | None] = mapped_column(Float)
     node: Mapped[str | None] = mapped_column(String(80))
+    queue_entered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
+    """When the caller joined the operator queue (None: never queued). Queue statistics start here."""
+    queue_wait_seconds: Mapped[float | None] = mapped_column(Float)
+    """From joining the queue to an operator answering, or to leaving it (hang-up, key, timeout)."""
+    queue_exit: Mapped[str | None] = mapped_column(String(20))
+    """How the wait ended: operator, abandoned, voicemail_key, callback_key, timeout, shutdown."""
+    operator_user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    operator_answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from config.errors import HotlineError
 from config.settings import Settings
-from ivr.prompts import CATALOGUE, LANGUAGES, prompt_path, prompt_problems
+from ivr.prompts import CATALOGUE, LANGUAGES, hold_music_path, prompt_path, prompt_problems
 
 
 class PromptsMissing(HotlineError):
@@ -30,3 +30,8 @@ def load_prompts(settings: Settings) -> dict[tuple[str, str], bytes]:
 def read_pcm(path: Path) -> bytes:
     with wave.open(str(path), "rb") as w:
         return w.readframes(w.getnframes())
+
+
+def load_hold_music(settings: Settings) -> bytes:
+    """The hold music as 8 kHz 16-bit mono PCM (checked at start by `load_prompts`)."""
+    return read_pcm(hold_music_path(settings))

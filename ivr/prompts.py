@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from typing import Literal
 
 from config.errors import HotlineError
 from config.settings import Settings
+from ivr import hold_music
 from recordings.audio import write_atomic
 
 Lang = Literal["zh", "en"]
@@ -84,6 +86,22 @@ _DIGITS_ZH = "零幺二三四五六七八九"
 """Digit by digit, 1 as 幺 (yāo) the way Chinese telephone numbers are read, so it is not
 mistaken for 七 on a poor line."""
 _DIGITS_EN = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+MAX_COUNT = 20
+"""Queue positions are read as words up to this ("第三位"); beyond it the caller hears "more than twenty"."""
+_COUNT_ZH = "一二三四五六七八九十"
+_COUNT_EN = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+             "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+
+
+def _count_zh(n: int) -> str:
+    """1..99 as spoken Chinese numerals (for positions: 第三位, 第十二位, 第二十位)."""
+    tens, ones = divmod(n, 10)
+    if tens == 0:
+        return _COUNT_ZH[ones - 1]
+    head = "" if tens == 1 else _COUNT_ZH[tens - 1]
+    return head + "十" + (_COUNT_ZH[ones - 1] if ones else "")
+
 
 _STATUS: dict[str, tuple[str, str]] = {
     "draft": ("等待受理", "waiting to be registered"),
@@ -206,6 +224,51 @@ def _catalogue() -> tuple[Segment, ...]:
             "before the IVR hangs up",
         ),
         Segment(
+            "queue_position",
+            {"zh": "您现在排在第", "en": "You are number"},
+            "queue: followed by a count_* segment and queue_position_end",
+        ),
+        Segment(
+            "queue_position_end",
+            {"zh": "位，请稍候，话务员将尽快为您服务。", "en": "in line. Please hold; an operator will be with you shortly."},
+            "queue: after the position number",
+        ),
+        Segment(
+            "queue_position_long",
+            {"zh": "您前面还有二十位以上的来电，请耐心等候。",
+             "en": "There are more than twenty callers ahead of you. Thank you for your patience."},
+            "queue: position announcement beyond twenty",
+        ),
+        Segment(
+            "queue_options",
+            {"zh": "如需留言请按1，如需我们回电请按2。",
+             "en": "To leave a message now, press 1. To be called back, press 2."},
+            "queue: the keys a waiting caller may press, after each position announcement",
+        ),
+        Segment(
+            "callback_confirm",
+            {"zh": "我们将回拨您的号码", "en": "We will call you back on"},
+            "callback request (queue key 2): followed by the caller's number digit by digit",
+        ),
+        Segment(
+            "callback_confirm_keys",
+            {"zh": "确认请按1；如需回拨其他号码，请输入号码并以井号键结束。",
+             "en": "If this is right, press 1. To be called on another number, key it in and press the hash key."},
+            "callback request: after the number is read out",
+        ),
+        Segment(
+            "callback_enter_number",
+            {"zh": "请输入回拨号码，并以井号键结束。",
+             "en": "Please key in the number we should call you back on, then press the hash key."},
+            "callback request when the caller's number is unknown (withheld)",
+        ),
+        Segment(
+            "callback_booked",
+            {"zh": "已为您登记回电，我们会尽快与您联系。",
+             "en": "Your callback is booked. We will call you as soon as possible."},
+            "callback request stored; goodbye follows",
+        ),
+        Segment(
             "service_ending",
             {"zh": "系统正在维护，本次通话即将结束，您的留言已保存，请稍后再拨。",
              "en": "The service is closing for maintenance. Your message has been saved. Please call again later."},
@@ -257,6 +320,8 @@ def _catalogue() -> tuple[Segment, ...]:
     ]
     for d in range(10):
         s.append(Segment(f"digit_{d}", {"zh": _DIGITS_ZH[d], "en": _DIGITS_EN[d]}, "numbers read digit by digit"))
+    for n in range(1, MAX_COUNT + 1):
+        s.append(Segment(f"count_{n}", {"zh": _count_zh(n), "en": _COUNT_EN[n - 1]}, "queue position as a number word"))
     for status in CASE_STATUSES:
         zh, en = _STATUS[status]
         s.append(Segment(f"status_{status}", {"zh": zh, "en": en}, f"case status word for '{status}'"))
@@ -276,6 +341,19 @@ def prompt_path(settings: Settings, lang: Lang, key: str) -> Path:
     if key not in SEGMENTS:
         raise KeyError(f"no prompt segment {key!r}")
     return prompts_dir(settings) / lang / f"{key}.wav"
+
+
+HOLD_MUSIC = "hold_music.wav"
+"""The built-in hold music's file in the prompts directory (one for every language)."""
+HOLD_MUSIC_SOURCE = "generated|ivr.hold_music|v1"
+"""Manifest 'source' of the built-in melody: change it when the melody changes, to re-render."""
+
+
+def hold_music_path(settings: Settings) -> Path:
+    """The built-in file under the prompts directory, or the WAV a centre configured."""
+    if settings.queue.hold_music == "builtin":
+        return prompts_dir(settings) / HOLD_MUSIC
+    return Path(settings.queue.hold_music)
 
 
 def digit_keys(number: str) -> list[str]:
@@ -318,14 +396,22 @@ def prompt_problems(settings: Settings, langs: Iterable[Lang] = LANGUAGES) -> li
     """Missing files and files the IVR could not play (wrong format, empty), with the reason.
 
     Stricter than :func:`missing_prompts`: a human recording dropped in as 44.1 kHz stereo
-    would otherwise be found only when a caller reaches it.
+    would otherwise be found only when a caller reaches it. A check of every language also
+    checks the hold music (``[queue] hold_music``).
     """
+    langs = tuple(langs)
     out: list[tuple[Path, str]] = []
     for _, _, path in _all_paths(settings, langs):
         if not path.is_file():
             out.append((path, "missing"))
         elif (why := wav_problem(path)) is not None:
             out.append((path, why))
+    if set(langs) >= set(LANGUAGES):  # a check of some languages is about speech only
+        music = hold_music_path(settings)
+        if not music.is_file():
+            out.append((music, "missing ([queue] hold_music)"))
+        elif (why := wav_problem(music)) is not None:
+            out.append((music, f"{why} ([queue] hold_music)"))
     return out
 
 
@@ -443,6 +529,7 @@ def build_prompts(settings: Settings, langs: Iterable[Lang] = LANGUAGES, *, forc
     only when what we would say changed (text, voice, speed); anyone else's → keep, unless
     ``force``. The manifest is rewritten after each file, so an interrupted build loses at
     most the knowledge that its last file was ours (it is then kept until ``--force``).
+    A build of every language also generates the built-in hold music, under the same rule.
     """
     langs = tuple(langs)
     root = prompts_dir(settings)
@@ -487,4 +574,30 @@ def build_prompts(settings: Settings, langs: Iterable[Lang] = LANGUAGES, *, forc
                 report.rendered.append(path)
             if first_error is not None:
                 raise first_error
+        if settings.queue.hold_music == "builtin" and set(langs) >= set(LANGUAGES):
+            _build_hold_music(root, manifest, report, force)
     return report
+
+
+def _build_hold_music(root: Path, manifest: dict[str, dict[str, str]], report: BuildReport, force: bool) -> None:
+    """Generate the built-in hold music under the same keep-human-files rule as the segments."""
+    path = root / HOLD_MUSIC
+    entry = manifest.get(HOLD_MUSIC)
+    if path.exists():
+        ours = entry is not None and entry.get("sha256") == _sha256(path)
+        if not ours and not force:
+            report.kept.append(path)
+            return
+        if ours and entry is not None and entry.get("source") == HOLD_MUSIC_SOURCE and not force:
+            report.up_to_date.append(path)
+            return
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(CHANNELS)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(hold_music.melody())
+    write_atomic(path, buf.getvalue())
+    manifest[HOLD_MUSIC] = {"sha256": _sha256(path), "source": HOLD_MUSIC_SOURCE}
+    _write_manifest(root, manifest)
+    report.rendered.append(path)

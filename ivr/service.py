@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import socket
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +22,8 @@ from config.context import Context
 from config.db import transaction, utcnow
 from config.logs import get_logger
 from config.overrides import Decision, current_override, decide_open
-from ivr import live
+from cases import callbacks
+from ivr import live, presence
 from ivr.call import LiveCall, follow_media
 from ivr.call_rows import create_call_row, mark_answered
 from ivr.dialer import Dialer
@@ -28,18 +31,27 @@ from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
 from ivr.media.session import MediaSession
 from ivr.media.ticker import Ticker
 from ivr.models import Call
-from ivr.prompt_cache import load_prompts
+from ivr.prompt_cache import load_hold_music, load_prompts
+from ivr.queue import CallQueue, PresenceRoster, Ring
+from ivr.queue_calls import record_wait
 from ivr.sip.ua import IncomingCall, SipServer
+from ivr.waiting import WaitDeps, WaitOutcome
 from recordings.models import Recording
 
 log = get_logger("ivr.service")
 
 
+Talk = Callable[[WaitOutcome], Awaitable[None]]
+
+
 class Ivr:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, ring: Ring | None = None, talk: Talk | None = None) -> None:
+        """`ring` (the outbound dialer to an operator) and `talk` (the media bridge) enable the
+        operator queue; without them an open centre takes messages only."""
         self.ctx = ctx
         self.settings = ctx.settings
         self.prompts = load_prompts(ctx.settings)  # refuses to start naming missing files
+        self.hold_music = load_hold_music(ctx.settings)
         self.ticker = Ticker()
         self.server = SipServer(ctx.settings.sip, self.on_call)
         self.calls: dict[str, LiveCall] = {}
@@ -52,6 +64,11 @@ class Ivr:
         # many calls end together a burst of those in parallel stalled the shared media clock
         # for 100-180 ms (bench/calls.py at 100 calls). Callers never wait for this.
         self.store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-store")
+        self.talk = talk
+        self.queue: CallQueue | None = None
+        if ring is not None and talk is not None:
+            roster = PresenceRoster(ctx.sessions, ctx.settings.queue, node=self.node)
+            self.queue = CallQueue(roster, ring, ctx.settings.queue)
 
     @property
     def hooks(self) -> list[Any]:
@@ -62,6 +79,9 @@ class Ivr:
         if recovered:
             log.warning("messages recovered after a crash", recordings=recovered)
         self.ctx.now()  # the rehearsal clock (if configured) starts and says so in the log now
+        await asyncio.to_thread(self._release_operators)
+        if self.queue is not None:
+            await self.queue.start()
         await self.ticker.start()
         await self.server.start()
         log.info("ivr listening", mode=self.settings.sip.mode, host=self.settings.sip.bind_host, port=self.server.port)
@@ -74,6 +94,8 @@ class Ivr:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.queue is not None:
+            await self.queue.stop()
         await self.server.stop()
         await self.ticker.stop()
         self.store_pool.shutdown(wait=True)
@@ -96,7 +118,8 @@ class Ivr:
         media = await self.open_media()
         follow_media(sip, media)
         wav = await asyncio.to_thread(live.begin, self.settings, call_row)
-        call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language)
+        call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language,
+                        hold_music=self.hold_music)
         self.calls[sip.call_id] = call
         result = FlowResult()
         try:
@@ -107,6 +130,10 @@ class Ivr:
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
                             voicemail=self.settings.voicemail, message_number=str(call_row.id),
                             now=self.ctx.now)
+            if self.queue is not None and self.talk is not None:
+                deps.queue = WaitDeps(self.queue, self.settings.queue, sip.caller, call_row.id,
+                                      request_callback=functools.partial(self._request_callback, call_row.id),
+                                      talk=self.talk)
             await inbound(call, deps, result)
         except asyncio.CancelledError:
             # Shutdown: finish the message, tell the caller, hang up. `result` keeps what the
@@ -160,8 +187,22 @@ class Ivr:
                 row.message_seconds = result.record.seconds
             if recording_id is not None:
                 row.recording_id = recording_id
+            if result.queue is not None:
+                record_wait(s, row, result.queue)
         log.info("call ended", call_id=sip.call_id, row=call_id, disposition=result.disposition,
                  reason=sip.end_reason, recording=recording_id)
+
+    def _release_operators(self) -> None:
+        """Operators left busy by a crash of this node are on no call any more."""
+        with transaction(self.ctx.sessions) as s:
+            presence.recover_after_restart(s, utcnow(), self.settings.queue.wrap_up_seconds, self.node)
+
+    async def _request_callback(self, call_id: int, phone: str) -> None:
+        def add() -> None:
+            with transaction(self.ctx.sessions) as s:
+                callbacks.add(s, phone, "requested", call_id=call_id)
+
+        await asyncio.to_thread(add)
 
     async def _decide(self, now: dt.datetime) -> Decision:
         def decide() -> Decision:

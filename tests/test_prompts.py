@@ -15,6 +15,7 @@ from config.settings import Settings, load_settings
 from ivr.prompts import (
     CASE_STATUSES,
     CATALOGUE,
+    HOLD_MUSIC,
     MANIFEST,
     SEGMENTS,
     PromptError,
@@ -39,7 +40,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real build of the whole catalogue; tests copy it rather than render again."""
     root = tmp_path_factory.mktemp("prompts-built") / "prompts"
     report = build_prompts(_settings(root))
-    assert len(report.rendered) == 2 * len(CATALOGUE) and not report.kept and not report.up_to_date
+    assert len(report.rendered) == 2 * len(CATALOGUE) + 1 and not report.kept and not report.up_to_date
+    assert report.rendered[-1] == root / HOLD_MUSIC  # the built-in melody, with the speech
     return root
 
 
@@ -87,7 +89,7 @@ def test_build_renders_8khz_mono_16bit_speech(built: Path) -> None:
     # The greeting is a long sentence; a single digit is short: the texts really differ.
     assert _samples(built / "zh" / "greeting.wav")[0].nframes > 4 * _samples(built / "zh" / "digit_3.wav")[0].nframes
     manifest = json.loads((built / MANIFEST).read_text(encoding="utf-8"))["files"]
-    assert set(manifest) == {f"{lang}/{seg.key}.wav" for lang in ("zh", "en") for seg in CATALOGUE}
+    assert set(manifest) == {f"{lang}/{seg.key}.wav" for lang in ("zh", "en") for seg in CATALOGUE} | {HOLD_MUSIC}
     assert not [p for p in built.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".render")]
 
 
@@ -105,7 +107,7 @@ def test_rebuild_is_a_no_op_and_keeps_human_recordings(prompts: Path) -> None:
     report = build_prompts(settings)
     assert report.kept == [human]
     assert report.rendered == [prompts / "en" / "goodbye.wav"]
-    assert len(report.up_to_date) == 2 * len(CATALOGUE) - 2
+    assert len(report.up_to_date) == 2 * len(CATALOGUE) - 2 + 1  # + the hold music
     assert human.read_bytes() == before
     assert prompt_problems(settings) == []
 
@@ -194,3 +196,31 @@ def test_settings_defaults_and_environment(env, monkeypatch: pytest.MonkeyPatch)
     assert s.prompts.voices == {"zh": "cmn-latn-pinyin", "en": "en"}
     monkeypatch.setenv("HOTLINE_PROMPTS__VOICES", '{"en": "en-us"}')
     assert load_settings().prompts.voices == {"zh": "cmn-latn-pinyin", "en": "en-us"}
+
+
+def test_queue_prompts_and_hold_music_are_built(built: Path) -> None:
+    for key in ("queue_position", "queue_position_end", "queue_position_long", "queue_options", "callback_confirm",
+                "callback_confirm_keys", "callback_enter_number", "callback_booked"):
+        assert key in SEGMENTS, key
+        assert (built / "zh" / f"{key}.wav").is_file() and (built / "en" / f"{key}.wav").is_file()
+    assert SEGMENTS["count_3"].text == {"zh": "三", "en": "three"} and SEGMENTS["count_12"].text["zh"] == "十二"
+    assert "按1" in SEGMENTS["queue_options"].text["zh"] and "press 2" in SEGMENTS["queue_options"].text["en"]
+    params, data = _samples(built / HOLD_MUSIC)
+    assert (params.framerate, params.nchannels, params.sampwidth) == (8000, 1, 2)
+    assert params.nframes / 8000 > 10  # a tune, not a blip
+    assert 4000 < max(abs(v) for v in data) < 30000  # audible, never clipping
+    assert data[-1] == 0 and data[0] == 0  # loops without a click
+
+
+def test_hold_music_kept_if_replaced_and_checked_when_configured(prompts: Path, tmp_path: Path) -> None:
+    settings = _settings(prompts)
+    mine = prompts / HOLD_MUSIC
+    shutil.copyfile(prompts / "zh" / "goodbye.wav", mine)  # a centre's own music under the built-in name
+    report = build_prompts(settings)
+    assert report.kept == [mine] and report.rendered == []
+    own = Settings.model_validate({"prompts": {"dir": str(prompts)}, "queue": {"hold_music": str(tmp_path / "nope.wav")}})
+    assert prompt_problems(own) == [(tmp_path / "nope.wav", "missing ([queue] hold_music)")]
+    assert prompt_problems(own, ["en"]) == []  # one language's check is about speech only
+    (tmp_path / "nope.wav").write_bytes(b"RIFF garbage")
+    [(path, why)] = prompt_problems(own)
+    assert path == tmp_path / "nope.wav" and "not a PCM WAV" in why

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 02:34:15.196729
+Create Date: 2026-12-07 02:46:41.388969
 """
 from alembic import op
 import sqlalchemy as sa
@@ -43,10 +43,17 @@ def upgrade() -> None:
     sa.Column('record_stop', sa.String(length=20), nullable=True),
     sa.Column('message_seconds', sa.Float(), nullable=True),
     sa.Column('node', sa.String(length=80), nullable=True),
+    sa.Column('queue_entered_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('queue_wait_seconds', sa.Float(), nullable=True),
+    sa.Column('queue_exit', sa.String(length=20), nullable=True),
+    sa.Column('operator_user_id', sa.Integer(), nullable=True),
+    sa.Column('operator_answered_at', config.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_call'))
     )
     with op.batch_alter_table('call', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_call_caller'), ['caller'], unique=False)
+        batch_op.create_index(batch_op.f('ix_call_operator_user_id'), ['operator_user_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_call_queue_entered_at'), ['queue_entered_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_call_sip_call_id'), ['sip_call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_call_started_at'), ['started_at'], unique=False)
 
@@ -247,6 +254,27 @@ def upgrade() -> None:
     with op.batch_alter_table('api_token', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_token_user_id'), ['user_id'], unique=False)
 
+    op.create_table('callback',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('phone', sa.String(length=40), nullable=False),
+    sa.Column('call_id', sa.Integer(), nullable=True),
+    sa.Column('reason', sa.String(length=10), nullable=False),
+    sa.Column('calls', sa.Integer(), nullable=False),
+    sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('claimed_by', sa.Integer(), nullable=True),
+    sa.Column('claimed_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('done_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('outcome', sa.String(length=20), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['claimed_by'], ['staff_user.id'], name=op.f('fk_callback_claimed_by_staff_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_callback'))
+    )
+    with op.batch_alter_table('callback', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_callback_call_id'), ['call_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_callback_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_callback_done_at'), ['done_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_callback_phone'), ['phone'], unique=False)
+
     op.create_table('campaign_target',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('campaign_id', sa.Integer(), nullable=False),
@@ -304,6 +332,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_case_event_case_id'), ['case_id'], unique=False)
+
+    op.create_table('operator_presence',
+    sa.Column('user_id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('since', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_call_ended_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('wrap_up_until', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('call_id', sa.Integer(), nullable=True),
+    sa.Column('node', sa.String(length=80), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['staff_user.id'], name=op.f('fk_operator_presence_user_id_staff_user')),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_operator_presence'))
+    )
+    with op.batch_alter_table('operator_presence', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_operator_presence_state'), ['state'], unique=False)
 
     op.create_table('personal_data_view',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -431,6 +473,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_personal_data_view_at'))
 
     op.drop_table('personal_data_view')
+    with op.batch_alter_table('operator_presence', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_operator_presence_state'))
+
+    op.drop_table('operator_presence')
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_case_event_case_id'))
 
@@ -446,6 +492,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_campaign_target_campaign_id'))
 
     op.drop_table('campaign_target')
+    with op.batch_alter_table('callback', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_callback_phone'))
+        batch_op.drop_index(batch_op.f('ix_callback_done_at'))
+        batch_op.drop_index(batch_op.f('ix_callback_created_at'))
+        batch_op.drop_index(batch_op.f('ix_callback_call_id'))
+
+    op.drop_table('callback')
     with op.batch_alter_table('api_token', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_token_user_id'))
 
@@ -491,6 +544,8 @@ def downgrade() -> None:
     with op.batch_alter_table('call', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_call_started_at'))
         batch_op.drop_index(batch_op.f('ix_call_sip_call_id'))
+        batch_op.drop_index(batch_op.f('ix_call_queue_entered_at'))
+        batch_op.drop_index(batch_op.f('ix_call_operator_user_id'))
         batch_op.drop_index(batch_op.f('ix_call_caller'))
 
     op.drop_table('call')
