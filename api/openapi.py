@@ -58,6 +58,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     """Statuses this route may answer besides the common ones (401/403/422/413 are added for you)."""
     document: bool = True
+    if_match: bool = False
+    """The route changes a versioned resource: If-Match (its ETag) is required, 428 without it."""
 
 
 @dataclass
@@ -141,6 +143,7 @@ STATUS_TEXT = {
     413: "Body larger than [api] max_body_bytes",
     415: "Body is not application/json",
     422: "Validation failed: details.fields lists each field",
+    428: "If-Match missing: send the ETag of the version you read",
     429: "Too many failed attempts: wait Retry-After seconds",
 }
 _PARAM = re.compile(r"\{(\w+)(?::([^{}]+))?\}")
@@ -181,6 +184,9 @@ def build_document(endpoints: Sequence[Endpoint], *, title: str = "12389 hotline
              "schema": {"type": "integer"} if m.group(2) == r"\d+" else {"type": "string"}}
             for m in _PARAM.finditer(e.path)
         ]
+        if e.if_match:
+            params.append({"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+                           "description": 'the ETag of the version you read, e.g. "3"'})
         if e.query is not None:
             props = schemas[e.query.__name__].get("properties", {})
             required = set(schemas[e.query.__name__].get("required", []))
@@ -200,6 +206,8 @@ def build_document(endpoints: Sequence[Endpoint], *, title: str = "12389 hotline
             statuses.add(422)
         if e.body is not None:
             statuses |= {400, 413, 415}
+        if e.if_match:
+            statuses |= {400, 409, 428}
         for s in sorted(statuses):
             responses[str(s)] = {
                 "description": STATUS_TEXT.get(s, "Error"),

@@ -93,6 +93,17 @@ def read_password(from_stdin: bool) -> str:
     return first
 
 
+def _unit_code(ctx: Any, given: str) -> str:
+    """A unit handler's unit is a [cases] units code, the value Case.unit holds (a name is taken too)."""
+    units = ctx.settings.cases.unit_names()
+    if given in units:
+        return given
+    by_name = {name: code for code, name in units.items()}
+    if given in by_name:
+        return by_name[given]
+    raise UsageError(f"--unit {given!r} is not a unit of [cases] units; codes: {', '.join(units)}")
+
+
 def _add(args: argparse.Namespace, ctx: Any) -> int:
     from cases.users import check_password_quality, create_user
 
@@ -100,11 +111,12 @@ def _add(args: argparse.Namespace, ctx: Any) -> int:
         raise UsageError("--unit is required for a unit_handler")
     if args.unit and args.role != "unit_handler":
         raise UsageError("--unit is only for a unit_handler")
+    unit = _unit_code(ctx, args.unit) if args.unit else None
     password = read_password(args.password_stdin)
     check_password_quality(password)
     with transaction(ctx.sessions) as s:
         user = create_user(
-            s, args.username, password, args.role, unit=args.unit, sip_uri=args.sip_uri, display_name=args.display_name
+            s, args.username, password, args.role, unit=unit, sip_uri=args.sip_uri, display_name=args.display_name
         )
         print(f"created {user.role} {user.username}" + (f" of {user.unit}" if user.unit else ""))
     return 0

@@ -364,6 +364,30 @@ class CasesSettings(Section):
 
     def unit_names(self) -> dict[str, str]:
         return {u.code: u.name for u in self.units}
+class Open311Settings(Section):
+    """The public Open311 GeoReport v2 interface (/open311/v2): reading is open, creating needs a key."""
+
+    jurisdiction_id: str = Field("12389", min_length=1, max_length=40)
+    """The only jurisdiction_id this service answers for (clients may omit it)."""
+    api_keys: dict[str, str] = {}
+    """Client name -> API key for POST requests.json (the name becomes the case's creator,
+    "open311:<name>"). Keys are at least 24 characters; none configured: nobody may create."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, key in v.items():
+            if not re.match(r"^[a-z0-9][a-z0-9_-]{0,39}$", name):
+                raise ValueError(f"client name {name!r} must be a lower-case identifier (a-z, 0-9, _ -)")
+            if len(key) < 24 or not key.isascii() or not key.isprintable():
+                raise ValueError(f"the key of {name!r} must be at least 24 printable ASCII characters")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two clients share one key")
+        return v
+
+
 class CampaignSettings(Section):
     """Defaults for new return-visit campaigns (each campaign keeps its own copy) and the engine's pace."""
 
@@ -425,6 +449,7 @@ class Settings(BaseSettings):
     prompts: PromptsSettings = PromptsSettings()
     cases: CasesSettings = CasesSettings()
     campaigns: CampaignSettings = CampaignSettings()
+    open311: Open311Settings = Open311Settings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

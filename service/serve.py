@@ -73,10 +73,12 @@ async def supervise(argv: Sequence[str], stop: asyncio.Event) -> None:
         delay = min(delay * 2, 60.0)
 
 
-async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str]) -> None:
+async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str], stop: asyncio.Event | None = None) -> None:
+    """Run the parts until SIGTERM/SIGINT (or until ``stop`` is set, for tests and embedding)."""
     from api.app import create_app
+    from service.deadline_scan import scan_periodically
 
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -88,6 +90,8 @@ async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str]) ->
         site = web.TCPSite(runner, ctx.settings.api.host, ctx.settings.api.port)
         await site.start()
         log.info("api listening", url=f"http://{ctx.settings.api.host}:{ctx.settings.api.port}/")
+        # Deadline alerts ride with the API part: every centre runs one, and extra nodes are harmless.
+        tasks.append(asyncio.create_task(scan_periodically(ctx, stop)))
     ivr = None
     if "ivr" in parts:
         from ivr.service import Ivr

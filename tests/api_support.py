@@ -32,7 +32,7 @@ def make_user(sessions: Any, role: str = "operator", *, username: str | None = N
     """Create an active user (a unit_handler gets a unit unless given one); returns it and its password."""
     password = password or secrets.token_urlsafe(12)
     if role == "unit_handler" and unit is None:
-        unit = "城关派出所"
+        unit = "branch_east"  # a [cases] units code, as `hotline users add --unit` stores it
     with transaction(sessions) as s:
         user = create_user(s, username or f"{role}{next(_seq)}", password, role, unit=unit, **kw)
         return Staff.of(user), password

@@ -26,7 +26,7 @@ async def test_token_issue_use_and_revoke(aiohttp_client, ctx) -> None:  # type:
     assert r.status == 200 and (await r.json())["display_name"] == "<img src=x onerror=alert(1)>"
     assert "Set-Cookie" not in r.headers, "API calls with a token must not start sessions"
     r = await client.get("/api/v1/cases", headers=headers)
-    assert r.status == 200 and (await r.json()) == {"items": []}
+    assert r.status == 200 and (await r.json()) == {"items": [], "next_cursor": None}
     r = await client.delete("/api/v1/auth/token", headers=headers)
     assert r.status == 204
     r = await client.get("/api/v1/cases", headers=headers)

@@ -35,7 +35,7 @@ async def test_healthz_and_cases(aiohttp_client, ctx) -> None:  # type: ignore[n
     assert r.status == 401, "the case list is for logged-in staff only"
     user, password = make_user(ctx.sessions, "operator")
     r = await client.get("/api/v1/cases", headers=await bearer_headers(client, user.username, password))
-    assert r.status == 200 and (await r.json()) == {"items": []}
+    assert r.status == 200 and (await r.json()) == {"items": [], "next_cursor": None}
 
 
 async def test_api_errors_are_json(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]

