@@ -149,6 +149,8 @@ class CampaignAttempt(Base):
     comment_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(120))
+    call_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The Call row of this dial (ivr/dialer.py); its recording_id leads to the callee's comment."""
 
     target: Mapped[CampaignTarget] = relationship(back_populates="attempt_rows")
 

@@ -86,6 +86,8 @@ class DialResult(Protocol):
     sip_status: int | None
     call: CallPort | None
     """The answered call (None otherwise)."""
+    # ivr/dialer.py's result also carries ``call_id`` (the Call row); read with getattr, as test
+    # dialers need not have one.
 
 
 class Dialer(Protocol):
@@ -93,7 +95,7 @@ class Dialer(Protocol):
 
 
 RecordVisit = Callable[..., Any]
-"""``record_return_visit(session, case, *, actor, outcome, rating=None, note=None)``."""
+"""``record_return_visit(session, case, *, actor, outcome, rating=None, note=None, data=None)``."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,14 @@ def case_record_visit(rules: HasRules) -> RecordVisit:
     """
 
     def record(session: Session, case: Case, *, actor: str, outcome: str, rating: int | None = None,
-               note: str | None = None) -> Any:
+               note: str | None = None, data: dict[str, Any] | None = None) -> Any:
         word = RATINGS[rating] if rating else None
         try:
-            return record_return_visit(session, case, ctx=rules, actor=actor, outcome=outcome, rating=word, note=note)
+            events = record_return_visit(session, case, ctx=rules, actor=actor, outcome=outcome, rating=word, note=note)
+            for ev in events if data else ():
+                # Which campaign, attempt and Call: the way from the case to the call and its recording.
+                ev.data = {**(ev.data or {}), **data}
+            return events
         except IllegalTransition as e:
             # The case moved on meanwhile (reopened, merged): the answer stays on the target.
             log.warning("return-visit result not put on the case", case=case.number, status=case.status, error=str(e))
@@ -147,12 +153,13 @@ def apply_result(
     rating: int | None = None,
     note: str | None = None,
     record_visit: RecordVisit,
+    data: dict[str, Any] | None = None,
 ) -> bool:
     """Put a target's final result on its case; False when the case is gone (deleted meanwhile)."""
     case = session.get(Case, target.case_id) if target.case_id is not None else None
     if case is None:
         return False
-    record_visit(session, case, actor=ACTOR, outcome=outcome, rating=rating, note=note)
+    record_visit(session, case, actor=ACTOR, outcome=outcome, rating=rating, note=note, data=data)
     return True
 
 
@@ -313,7 +320,7 @@ class Runner:
     # -- one attempt ---------------------------------------------------------------------
 
     async def _attempt(self, claim: Claim) -> None:
-        outcome, sip_status, error = "failed", None, None
+        outcome, sip_status, error, call_id = "failed", None, None, None
         survey = SurveyResult()
         try:
             try:
@@ -321,6 +328,7 @@ class Runner:
                     claim.phone, ring_timeout=self.settings.ring_timeout, caller_id=claim.caller_id
                 )
                 outcome, sip_status = result.outcome, result.sip_status
+                call_id = getattr(result, "call_id", None)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - any dialer failure is this attempt's outcome
@@ -331,9 +339,10 @@ class Runner:
                 await self._survey(result.call, claim, survey)
         except asyncio.CancelledError:
             # Shutdown: the callee may have heard us, so the attempt counts as interrupted.
-            await asyncio.to_thread(self.finish, claim, "interrupted", sip_status, survey, "the service stopped during the call")
+            await asyncio.to_thread(self.finish, claim, "interrupted", sip_status, survey,
+                                    "the service stopped during the call", call_id)
             raise
-        await asyncio.to_thread(self.finish, claim, outcome, sip_status, survey, error)
+        await asyncio.to_thread(self.finish, claim, outcome, sip_status, survey, error, call_id)
 
     async def _survey(self, call: CallPort, claim: Claim, survey: SurveyResult) -> None:
         script = SurveyScript(
@@ -354,7 +363,8 @@ class Runner:
                 await call.hangup()
 
     def finish(
-        self, claim: Claim, outcome: str, sip_status: int | None, survey: SurveyResult | None, error: str | None = None
+        self, claim: Claim, outcome: str, sip_status: int | None, survey: SurveyResult | None, error: str | None = None,
+        call_id: int | None = None,
     ) -> None:
         """Write the attempt's end and the target's new state in one transaction."""
         now = self.clock()
@@ -370,9 +380,13 @@ class Runner:
             attempt.ended_at, attempt.outcome, attempt.sip_status, attempt.error = now, outcome, sip_status, error
             attempt.rating, attempt.keys = survey.rating, survey.keys or None
             attempt.comment_seconds = survey.comment.seconds if survey.comment else None
+            attempt.call_id = call_id
             s.flush()
+            link = {"campaign_id": campaign.id, "attempt": claim.attempt}
+            if call_id is not None:
+                link["call_id"] = call_id
             settle(s, campaign, target, outcome=outcome, rating=survey.rating, error=error, now=now,
-                   opted_out=survey.opted_out, record_visit=self.record_visit)
+                   opted_out=survey.opted_out, record_visit=self.record_visit, data=link)
         log.info("attempt done", campaign=claim.campaign_name, target=claim.target_id, attempt=claim.attempt,
                  outcome=outcome, rating=survey.rating)
 
@@ -416,6 +430,7 @@ def settle(
     opted_out: bool = False,
     retry_from: dt.datetime | None = None,
     record_visit: RecordVisit,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """The target's next state after an attempt with ``outcome`` (the retry and final rules)."""
     target.outcome, target.last_error = outcome, error
@@ -426,7 +441,7 @@ def settle(
     if outcome == "answered":
         target.state, target.rating, target.next_attempt_at = DONE, rating, None
         note = "callee opted out of further calls" if opted_out else None
-        apply_result(s, target, outcome=outcome, rating=rating, note=note, record_visit=record_visit)
+        apply_result(s, target, outcome=outcome, rating=rating, note=note, record_visit=record_visit, data=data)
         return
     counted, interrupted = _attempt_counts(s, target.id)
     if outcome in FINAL_FAILURE:

@@ -14,10 +14,10 @@ Preview
     many were dropped and why before starting. Dropped candidates are stored as ``dropped``
     targets: the campaign keeps the record of whom it did not call.
 
-Columns that are not on the Case table yet (issue 7 runs before the case lifecycle slice):
-``unit`` (responsible unit) and ``no_call`` (a confidential reporter who asked not to be
-called). :func:`_case_column` finds them when they arrive; until then a unit filter is
-refused with a message, and the no-call rule drops nobody.
+"Already visited" reads two records: a target of any campaign answered for the case, and
+the case's own history (a rating or a return-visit start by staff on the phone, after the
+case's last reply). A case reopened after "not satisfied" and replied again is visited
+again: only a visit *after the latest reply* counts.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ DROP_REASONS = (
     "invalid_phone",
     "do_not_call",
     "confidential_no_calls",
+    "no_calls_requested",
     "already_visited",
     "already_targeted",
 )
@@ -84,11 +85,6 @@ def normalise_phone(raw: object) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _case_column(name: str) -> Any:
-    """A Case column that may not exist yet (see the module docstring), else None."""
-    return getattr(Case, name, None)
-
-
 def select_cases(
     session: Session,
     *,
@@ -113,10 +109,7 @@ def select_cases(
     if category is not None:
         q = q.where(Case.category == category)
     if unit is not None:
-        column = _case_column("unit")
-        if column is None:
-            raise TargetError("cases have no responsible unit yet (the case lifecycle slice adds it): drop --unit")
-        q = q.where(column == unit)
+        q = q.where(Case.unit == unit)
     return list(session.scalars(q))
 
 
@@ -240,7 +233,7 @@ def preview(session: Session, cases: Sequence[Case], *, campaign_id: int | None 
                 )
             )
         )
-    no_call = _case_column("no_call")
+    visited |= visited_in_history(session, ids)
     out, seen = Preview(), set()
     for case in cases:
         phone = phones[case.id]
@@ -255,8 +248,8 @@ def preview(session: Session, cases: Sequence[Case], *, campaign_id: int | None 
             reason = "no_phone"
         elif phone in dnc:
             reason = "do_not_call"
-        elif no_call is not None and case.confidential and getattr(case, "no_call", False):
-            reason = "confidential_no_calls"
+        elif case.no_call:
+            reason = "confidential_no_calls" if case.confidential else "no_calls_requested"
         elif case.id in visited:
             reason = "already_visited"
         elif case.id in targeted:
@@ -264,6 +257,28 @@ def preview(session: Session, cases: Sequence[Case], *, campaign_id: int | None 
         seen.add(case.id)
         out.candidates.append(Candidate(case.id, case.number, phone, reason))
     return out
+
+
+VISIT_ACTIONS = ("start_return_visit", "return_visit_attempt", "close", "reopen")
+
+
+def visited_in_history(session: Session, case_ids: Sequence[int]) -> set[int]:
+    """Cases whose history shows a return visit (a rating, or the visit stage) after their last reply."""
+    if not case_ids:
+        return set()
+    rows = session.execute(
+        select(CaseEvent.case_id, CaseEvent.at, CaseEvent.id, CaseEvent.action, CaseEvent.to_status, CaseEvent.data)
+        .where(CaseEvent.case_id.in_(case_ids),
+               (CaseEvent.to_status == "replied") | CaseEvent.action.in_(VISIT_ACTIONS))
+        .order_by(CaseEvent.case_id, CaseEvent.at, CaseEvent.id)
+    ).all()
+    visited: set[int] = set()
+    for case_id, _at, _id, action, to_status, data in rows:
+        if to_status == "replied" and action not in VISIT_ACTIONS:
+            visited.discard(case_id)  # replied (again): earlier visits were about an earlier answer
+        elif action == "start_return_visit" or (data or {}).get("rating") or (data or {}).get("satisfaction"):
+            visited.add(case_id)
+    return visited
 
 
 def add_targets(session: Session, campaign: Campaign, result: Preview, *, now: dt.datetime | None = None) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,6 +94,7 @@ class Dialer:
         prompts: dict[tuple[str, str], bytes],
         node: str,
         tasks: set[asyncio.Task[None]],
+        hooks: list[Callable[..., None]] | None = None,
     ) -> None:
         self.server = server
         self.settings = settings
@@ -101,10 +103,18 @@ class Dialer:
         self.prompts = prompts
         self.node = node
         self._tasks = tasks
+        self.hooks = hooks if hooks is not None else []
+        """Called for each stored recording ('recording_stored': queues transcription), as for inbound calls."""
         """The IVR's call tasks: stopping the IVR cancels them, which hangs up and closes what is left."""
 
-    async def dial(self, number_or_uri: str, *, ring_timeout: float = 30.0, caller_id: str | None = None) -> DialResult:
-        """Call and wait for the outcome (up to `ring_timeout` of ringing, then CANCEL)."""
+    async def dial(self, number_or_uri: str, *, ring_timeout: float = 30.0, caller_id: str | None = None,
+                   disposition: str = "answered", record_kind: str = live.CAMPAIGN) -> DialResult:
+        """Call and wait for the outcome (up to `ring_timeout` of ringing, then CANCEL).
+
+        An answered call's row gets `disposition` ("campaign" for a return-visit call); whatever
+        the flow records on it (`call.record`) goes through ivr/live.py as `record_kind`, the same
+        sidecar-first path as inbound messages, and is stored when the call ends (or recovered
+        at the next start after a crash)."""
         uri = dial_uri(number_or_uri, self.settings.sip.dial_uri_template)
         if caller_id is not None and (not isinstance(caller_id, str) or not _CALLER_ID.match(caller_id)):
             raise DialError(f"caller id {str(caller_id)[:80]!r} is not a number or SIP user name")
@@ -141,17 +151,18 @@ class Dialer:
             log.info("dial ended", uri=uri[:120], outcome=outcome, status=leg.sip_status, row=row_id)
             return DialResult(outcome, leg.sip_status, None, row_id, uri)
         follow_media(leg, media)
-        await asyncio.to_thread(mark_answered, self.sessions, row_id, "answered")
-        wav = live.live_dir(self.settings) / f"out-{row_id}.wav"
+        await asyncio.to_thread(mark_answered, self.sessions, row_id, disposition)
+        wav = await asyncio.to_thread(live.begin, self.settings, row, record_kind)
         call = LiveCall(leg, media, self.prompts, wav, language=self.settings.prompts.default_language)
-        task = asyncio.ensure_future(self._close_when_ended(leg, media, row_id))
+        task = asyncio.ensure_future(self._close_when_ended(leg, media, row_id, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.info("dial answered", uri=uri[:120], row=row_id, codec=leg.remote_media.codec if leg.remote_media else None)
         return DialResult(outcome, leg.sip_status, call, row_id, uri)
 
-    async def _close_when_ended(self, leg: OutgoingCall, media: MediaSession, row_id: int) -> None:
-        """Whoever ends the call, the RTP port is released and the row closed; a stopping IVR hangs up first."""
+    async def _close_when_ended(self, leg: OutgoingCall, media: MediaSession, row_id: int, call: LiveCall) -> None:
+        """Whoever ends the call, the RTP port is released, the recording stored and the row closed;
+        a stopping IVR hangs up first."""
         try:
             await leg.ended.wait()
         except asyncio.CancelledError:
@@ -159,6 +170,15 @@ class Dialer:
                 await asyncio.wait_for(leg.hangup(), 5)
             raise
         finally:
+            call.finish_writer()
             await media.close()
+            await asyncio.to_thread(self._store, call.live_wav)
             await asyncio.to_thread(close_call_row, self.sessions, row_id, disposition=None,
                                     end_reason=leg.end_reason)
+
+    def _store(self, wav: Path) -> None:
+        """The call's recording into the store (linked to its Call row), or its sidecar away when nothing was recorded."""
+        if wav.exists():
+            live.store_message(self.sessions, self.settings, wav, self.hooks)
+        else:
+            wav.with_suffix(".json").unlink(missing_ok=True)

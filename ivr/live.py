@@ -6,9 +6,10 @@ recording store (canonical copy, checksum, transcription job) and both files go.
 process dies instead, the next start finds the pair, repairs the WAV header and stores it
 the same way: all but the last unflushed second survive.
 
-Two kinds share this path: a voicemail message (`<call id>.wav`, mono) and a bridged
-conversation (`<call id>.conversation.wav`, stereo: left caller, right operator). The
-sidecar says which, so recovery stores each as what it is, stereo kept as stereo.
+Three kinds share this path: a voicemail message (`<call id>.wav`, mono), a bridged
+conversation (`<call id>.conversation.wav`, stereo: left caller, right operator) and the
+comment of an outbound return-visit call (`<call id>.campaign.wav`, mono, ivr/dialer.py).
+The sidecar says which, so recovery stores each as what it is, stereo kept as stereo.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def live_dir(settings: Settings) -> Path:
 
 VOICEMAIL = "voicemail"
 CONVERSATION = "conversation"
-_CHANNELS = {VOICEMAIL: 1, CONVERSATION: 2}
-_DISPOSITION = {VOICEMAIL: "voicemail", CONVERSATION: "operator"}
+CAMPAIGN = "campaign"
+"""An outbound return-visit call: the callee's comment after the rating (mono, like a message)."""
+_CHANNELS = {VOICEMAIL: 1, CONVERSATION: 2, CAMPAIGN: 1}
+_DISPOSITION = {VOICEMAIL: "voicemail", CONVERSATION: "operator", CAMPAIGN: "campaign"}
 
 
 def begin(settings: Settings, call: Call, kind: str = VOICEMAIL) -> Path:

@@ -22,7 +22,8 @@ class Call(Base):
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     disposition: Mapped[str | None] = mapped_column(String(20))
-    """voicemail, self_service, operator, callback, abandoned, rejected, failed (campaign comes later)."""
+    """Inbound: voicemail, self_service, operator, callback, abandoned, rejected, failed. Outbound: the dial
+    outcome, or campaign for an answered return-visit call."""
     end_reason: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(2), default="zh")
     open_decision: Mapped[str | None] = mapped_column(String(20))

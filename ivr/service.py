@@ -58,7 +58,7 @@ class Ivr:
         self.tasks: set[asyncio.Task[None]] = set()
         self.node = socket.gethostname()
         self.dialer = Dialer(self.server, settings=ctx.settings, sessions=ctx.sessions, open_media=self.open_media,
-                             prompts=self.prompts, node=self.node, tasks=self.tasks)
+                             prompts=self.prompts, node=self.node, tasks=self.tasks, hooks=self.hooks)
         """Outbound calls for schedulers and queues running in this process (see ivr/dialer.py)."""
         # Messages are stored one at a time: storing runs ffprobe/ffmpeg and fsyncs, and when
         # many calls end together a burst of those in parallel stalled the shared media clock

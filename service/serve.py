@@ -1,4 +1,7 @@
-"""`hotline serve`: run the API and the transcription worker together.
+"""`hotline serve`: run the API, the SIP IVR, the campaign scheduler and the transcription worker together.
+
+The scheduler part dials through the IVR of the same process, so it runs only together with
+``ivr`` (`--only scheduler` alone is refused at start; see campaigns/service.py).
 
 The worker runs as a supervised child process (`hotline worker`), not in the event
 loop: Vosk is CPU-bound and memory-heavy, a crash in Kaldi must not take the API down,
@@ -19,24 +22,27 @@ from config.context import Context
 from config.logs import get_logger
 
 log = get_logger("service.serve")
-PARTS = ("api", "ivr", "worker")
+PARTS = ("api", "ivr", "scheduler", "worker")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the service (SIP IVR, API and transcription worker)")
+    p = sub.add_parser("serve", help="run the service (SIP IVR, campaign scheduler, API and transcription worker)")
     p.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
     p.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace, ctx: Context) -> int:
+    from campaigns.service import check_parts
     from config.db import transaction
     from recordings.store import recover
+
+    parts = tuple(args.only or PARTS)
+    check_parts(parts)  # before anything opens: a part that cannot run is said at once
 
     # Refuses to start on an old schema (naming `hotline db upgrade`), then finishes or
     # undoes any import a killed process left half-way, before anything reads the store.
     with transaction(ctx.sessions) as session:
         recover(session, ctx.settings.storage)
-    parts = tuple(args.only or PARTS)
     worker_argv = [sys.executable, "-m", "service.cli"]
     if args.config:
         worker_argv += ["--config", args.config]
@@ -98,10 +104,18 @@ async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str], st
 
         ivr = Ivr(ctx)
         await ivr.start()
+    scheduler = None
+    if "scheduler" in parts and ivr is not None:
+        from campaigns.service import start_scheduler
+
+        scheduler = await start_scheduler(ctx, ivr.dialer)
     if "worker" in parts:
         tasks.append(asyncio.create_task(supervise(worker_argv, stop)))
     await stop.wait()
     log.info("shutting down")
+    if scheduler is not None:
+        # Before the IVR: calls in flight are recorded as interrupted, then the IVR hangs them up.
+        await scheduler.stop()
     if ivr is not None:
         await ivr.stop()
     await asyncio.gather(*tasks)

@@ -59,8 +59,10 @@ def build_prompts(prompts_dir: Path) -> None:
 class IvrService:
     """One `hotline serve --only ivr` with its own database and storage (see the module doc)."""
 
-    def __init__(self, workdir: Path, prompts_dir: Path, overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, prompts_dir: Path, overrides: Mapping[str, str] | None = None,
+                 parts: tuple[str, ...] = ("ivr",)) -> None:
         self.workdir = workdir
+        self.parts = parts
         workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{workdir}/hotline.db"
         self.storage = workdir / "storage"
@@ -90,7 +92,7 @@ class IvrService:
         self.runs += 1
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [HOTLINE, "serve", "--only", "ivr"], env={**clean_environ(), **self.env}, cwd=self.workdir,
+                [HOTLINE, "serve", *(a for p in self.parts for a in ("--only", p))], env={**clean_environ(), **self.env}, cwd=self.workdir,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -199,8 +201,9 @@ def _service_factory(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     made: list[IvrService] = []
     failed_before = request.session.testsfailed
 
-    def make(overrides: Mapping[str, str] | None = None, *, start: bool = True) -> IvrService:
-        svc = IvrService(tmp_path_factory.mktemp("ivr"), prompts, overrides)
+    def make(overrides: Mapping[str, str] | None = None, *, start: bool = True,
+             parts: tuple[str, ...] = ("ivr",)) -> IvrService:
+        svc = IvrService(tmp_path_factory.mktemp("ivr"), prompts, overrides, parts)
         made.append(svc)
         return svc.start() if start else svc
 

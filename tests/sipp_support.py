@@ -561,6 +561,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         "plays a pcap ending in '#', waits bye_wait_ms for the IVR's BYE; fails without one",
     ),
     "uac_options": ScenarioSpec({"caller": "13800138000"}, "OPTIONS -> 200"),
+    "uas_campaign": ScenarioSpec(
+        {"pcap1": REQUIRED, "pcap3": REQUIRED, "hangup_ms": 1_500, "cancel_wait_ms": 60_000, "bye_wait_ms": 120_000},
+        "campaign citizens: the called number's last digit picks answer+1, answer+3, answer+hang up, 486, no answer, 404",
+    ),
     "uas_test_answer": ScenarioSpec(
         {"rtp_ip": "127.0.0.1", "rtp_port": REQUIRED, "answer_pt": 0, "answer_codec": None, "bye_after_ms": 3_000},
         "stand-in IVR for the self-tests: answers with SDP at rtp_ip:rtp_port, BYEs after bye_after_ms",
@@ -898,6 +902,11 @@ class SippProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def live(self) -> SippResult:
+        """The result as it is being written: its message log can be read while SIPp runs."""
+        return self._result
 
     def running(self) -> bool:
         return self.proc.poll() is None

@@ -98,7 +98,8 @@ async def test_answered_ratings_reach_the_case(ctx, sessions) -> None:  # type: 
     dialer = FakeDialer(keys=dict(zip(phones, ["1", "3", "8"])))
     seen: list[dict] = []  # type: ignore[type-arg]
 
-    def record_visit(session, case, *, actor, outcome, rating=None, note=None):  # type: ignore[no-untyped-def]
+    def record_visit(session, case, *, actor, outcome, rating=None, note=None, data=None):  # type: ignore[no-untyped-def]
+        assert data == {"campaign_id": cid, "attempt": 1}, "the event names the campaign and attempt (and a real call's id)"
         seen.append({"case": case.number, "actor": actor, "outcome": outcome, "rating": rating, "note": note})
 
     r = runner(ctx, dialer, Clock(at("2026-09-16 15:00")), record_visit=record_visit)

@@ -20,6 +20,7 @@ from campaigns.targets import (
     select_cases,
 )
 from campaign_support import at, make_case, new_campaign
+from cases.models import Case, CaseEvent
 from config.db import transaction
 
 
@@ -54,8 +55,11 @@ def test_select_by_reply_time_and_category(sessions) -> None:  # type: ignore[no
             select_cases(s, since=at("2026-09-10 00:00"), until=at("2026-09-01 00:00"))
         with pytest.raises(TargetError, match="not \\['in_progress'\\]"):
             select_cases(s, since=at("2026-09-01 00:00"), until=at("2026-09-10 00:00"), statuses=["in_progress"])
-        with pytest.raises(TargetError, match="responsible unit"):
-            select_cases(s, since=at("2026-09-01 00:00"), until=at("2026-09-10 00:00"), unit="Traffic police")
+        s.get(Case, got[0].id).unit = "traffic"
+        s.flush()
+        got = select_cases(s, since=at("2026-09-01 00:00"), until=at("2026-09-10 00:00"), unit="traffic")
+        assert [c.number for c in got] == ["20260901-0001"]
+        assert select_cases(s, since=at("2026-09-01 00:00"), until=at("2026-09-10 00:00"), unit="'; DROP TABLE case") == []
 
 
 def test_csv_bad_rows_reported_by_line_good_rows_kept(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -146,3 +150,25 @@ def test_do_not_call_add_remove_import(sessions) -> None:  # type: ignore[no-unt
         assert added == 2 and [e.line for e in errors] == [3]
         assert {d.phone: d.reason for d in s.scalars(select(DoNotCall))} == {
             "+8613800138002": "complained", "+8613800138003": "imported"}
+
+
+def test_no_call_reporters_and_visits_in_the_case_history(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Reporters who asked for no calls are dropped (confidential ones named so); a rating in the case's own
+    history after its last reply counts as visited, one before a later reply does not."""
+    with transaction(sessions) as s:
+        secret = make_case(s, "20260901-0001", "13800138001")
+        secret.confidential, secret.no_call = True, True
+        plain = make_case(s, "20260901-0002", "13800138002")
+        plain.no_call = True
+        phoned = make_case(s, "20260901-0003", "13800138003", reached=at("2026-09-05 10:00"))
+        s.add(CaseEvent(case_id=phoned.id, actor="staff", action="start_return_visit", from_status="replied",
+                        to_status="return_visit", at=at("2026-09-06 10:00")))
+        again = make_case(s, "20260901-0004", "13800138004", reached=at("2026-09-05 10:00"))
+        s.add(CaseEvent(case_id=again.id, actor="campaign", action="reopen", from_status="return_visit",
+                        to_status="accepted", at=at("2026-09-06 10:00"), data={"rating": "not_satisfied"}))
+        s.add(CaseEvent(case_id=again.id, actor="unit", action="reply", from_status="in_progress",
+                        to_status="replied", at=at("2026-09-20 10:00")))
+        s.flush()
+        reasons = {c.case_number: c.drop_reason for c in preview(s, [secret, plain, phoned, again]).candidates}
+        assert reasons == {"20260901-0001": "confidential_no_calls", "20260901-0002": "no_calls_requested",
+                           "20260901-0003": "already_visited", "20260901-0004": None}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 02:46:41.388969
+Create Date: 2026-12-07 03:05:13.483056
 """
 from alembic import op
 import sqlalchemy as sa
@@ -397,11 +397,13 @@ def upgrade() -> None:
     sa.Column('comment_seconds', sa.Float(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('node', sa.String(length=120), nullable=True),
+    sa.Column('call_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['target_id'], ['campaign_target.id'], name=op.f('fk_campaign_attempt_target_id_campaign_target'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_attempt')),
     sa.UniqueConstraint('target_id', 'number', name=op.f('uq_campaign_attempt_target_id'))
     )
     with op.batch_alter_table('campaign_attempt', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_campaign_attempt_call_id'), ['call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_campaign_attempt_target_id'), ['target_id'], unique=False)
 
     op.create_table('campaign_follow_up',
@@ -460,6 +462,7 @@ def downgrade() -> None:
     op.drop_table('campaign_follow_up')
     with op.batch_alter_table('campaign_attempt', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_campaign_attempt_target_id'))
+        batch_op.drop_index(batch_op.f('ix_campaign_attempt_call_id'))
 
     op.drop_table('campaign_attempt')
     with op.batch_alter_table('transcription_job', schema=None) as batch_op:

@@ -1,0 +1,54 @@
+"""The campaign page for campaign staff: list, create, preview, start/pause/resume/cancel, live
+progress and the do-not-call list.
+
+The page is a thin client of the JSON API (api/campaigns.py): it renders the frame, and its
+script calls the API with the session cookie and the CSRF token from <meta name="csrf-token">,
+polling progress every few seconds. So the page can do nothing the API would refuse, and the
+API's validation messages are what staff read.
+
+Its words are kept here (not in api/messages.py, which the other pages share) as one small
+table per language, passed to the template as ``ct``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.campaigns import ROLES
+from api.openapi import Routes
+from api.pages import LANGS, page_lang, render_page
+
+routes = Routes("campaign pages")
+
+POLL_SECONDS = 3
+TEXT: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "回访任务", "list": "任务列表", "create": "新建回访任务", "name": "名称", "since": "答复起始日",
+        "until": "答复截止日（不含）", "windows": "呼叫时段", "concurrency": "并发线路", "max_attempts": "最多呼叫次数",
+        "retry_minutes": "重拨间隔（分钟）", "submit": "创建", "state": "状态", "progress": "进度",
+        "preview": "预览", "start": "开始", "pause": "暂停", "resume": "继续", "cancel": "取消", "export": "导出 CSV",
+        "targets": "目标", "done": "完成", "pending": "待呼", "failed": "失败", "dropped": "剔除",
+        "contact_rate": "接通率", "ratings": "满意度（1/2/3/无）", "dnc": "免打扰名单", "phone": "号码", "reason": "原因",
+        "add": "加入", "remove": "移除", "none": "暂无任务", "created": "已创建", "drop_reasons": "剔除原因",
+    },
+    "en": {
+        "title": "Return-visit campaigns", "list": "Campaigns", "create": "New campaign", "name": "Name",
+        "since": "Replied from", "until": "Replied before", "windows": "Calling windows", "concurrency": "Lines",
+        "max_attempts": "Max attempts", "retry_minutes": "Retry after (minutes)", "submit": "Create", "state": "State",
+        "progress": "Progress", "preview": "Preview", "start": "Start", "pause": "Pause", "resume": "Resume",
+        "cancel": "Cancel", "export": "Export CSV", "targets": "Targets", "done": "Done", "pending": "Pending",
+        "failed": "Failed", "dropped": "Dropped", "contact_rate": "Contact rate", "ratings": "Ratings (1/2/3/none)",
+        "dnc": "Do-not-call list", "phone": "Number", "reason": "Reason", "add": "Add", "remove": "Remove",
+        "none": "No campaigns yet", "created": "Created", "drop_reasons": "Dropped, by reason",
+    },
+}
+
+
+def campaign_text(lang: str) -> dict[str, str]:
+    return TEXT.get(lang, TEXT[LANGS[0]])
+
+
+@routes.get("/campaigns", summary="Campaign page", roles=ROLES, document=False)
+async def campaigns_page(request: web.Request) -> web.Response:
+    return await render_page(request, "campaigns.html",
+                             {"ct": campaign_text(page_lang(request)), "poll_ms": POLL_SECONDS * 1000})

@@ -1,0 +1,60 @@
+"""The campaigns part of `hotline serve` (``--only scheduler``): the APScheduler engine dialling
+through the IVR of the same process.
+
+A campaign call is an ordinary outbound call of the IVR (same SIP server, media clock, Call
+rows), so the scheduler needs the IVR's dialer *in this process*: `hotline serve --only
+scheduler` without ``--only ivr`` is refused at start with a message that says so, rather
+than running a scheduler that would fail every attempt.
+
+The runner's clock is ``ctx.now`` (the service clock): a rehearsal clock (``[calendar]
+clock_start``) puts the whole engine inside or outside a calling window, which is how the
+SIPp tests and a rehearsal before a holiday check when it dials.
+"""
+
+from __future__ import annotations
+
+from config.context import Context
+from config.errors import HotlineError
+from config.logs import get_logger
+from ivr import live
+from ivr.dialer import DialResult
+from ivr.dialer import Dialer as IvrDialer
+
+from campaigns.runner import Runner
+from campaigns.scheduler import CampaignScheduler
+
+log = get_logger("campaigns.service")
+
+DISPOSITION = "campaign"
+
+
+class NeedsIvr(HotlineError):
+    """The scheduler part was asked for without the IVR part it dials through."""
+
+
+class CampaignDialer:
+    """The IVR's dialer as the runner sees it: answered calls are "campaign" calls, their comment a "campaign" recording."""
+
+    def __init__(self, dialer: IvrDialer) -> None:
+        self.dialer = dialer
+
+    async def dial(self, number: str, *, ring_timeout: float, caller_id: str) -> DialResult:
+        return await self.dialer.dial(number, ring_timeout=ring_timeout, caller_id=caller_id,
+                                      disposition=DISPOSITION, record_kind=live.CAMPAIGN)
+
+
+def check_parts(parts: tuple[str, ...] | list[str]) -> None:
+    if "scheduler" in parts and "ivr" not in parts:
+        raise NeedsIvr("the scheduler dials through the IVR of the same process: run "
+                       "`hotline serve --only ivr --only scheduler` (or plain `hotline serve`)")
+
+
+async def start_scheduler(ctx: Context, dialer: IvrDialer) -> CampaignScheduler:
+    """Recover attempts a killed process left open, then start ticking (see campaigns/scheduler.py)."""
+    settings = ctx.settings.campaigns
+    runner = Runner(ctx, CampaignDialer(dialer), clock=ctx.now)
+    scheduler = CampaignScheduler(ctx.engine, runner, tick_seconds=settings.tick_seconds,
+                                  timezone=settings.timezone or ctx.settings.calendar.timezone)
+    await scheduler.start()
+    log.info("campaign scheduler started", tick_seconds=settings.tick_seconds, clock=ctx.now().isoformat())
+    return scheduler
