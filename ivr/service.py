@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from config.db import transaction, utcnow
 from config.logs import get_logger
 from config.overrides import Decision, current_override, decide_open
 from ivr import live
-from ivr.call import LiveCall, follow_media
+from ivr.call import LiveCall, end_when_media_stops, follow_media
 from ivr.call_rows import create_call_row, mark_answered
 from ivr.dialer import Dialer
 from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
@@ -29,6 +30,7 @@ from ivr.media.session import MediaSession
 from ivr.media.ticker import Ticker
 from ivr.models import Call
 from ivr.prompt_cache import load_prompts
+from ivr.sip.health import sip_health
 from ivr.sip.ua import IncomingCall, SipServer
 from recordings.models import Recording
 
@@ -64,6 +66,7 @@ class Ivr:
         self.ctx.now()  # the rehearsal clock (if configured) starts and says so in the log now
         await self.ticker.start()
         await self.server.start()
+        self.ctx.health["sip"] = partial(sip_health, self.server)
         log.info("ivr listening", mode=self.settings.sip.mode, host=self.settings.sip.bind_host, port=self.server.port)
 
     async def stop(self) -> None:
@@ -74,6 +77,7 @@ class Ivr:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.ctx.health.pop("sip", None)
         await self.server.stop()
         await self.ticker.stop()
         self.store_pool.shutdown(wait=True)
@@ -99,10 +103,12 @@ class Ivr:
         call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language)
         self.calls[sip.call_id] = call
         result = FlowResult()
+        watchdog: asyncio.Future[None] | None = None
         try:
             if not await sip.accept(media.local_port):
                 log.warning("call never acknowledged", call_id=sip.call_id)
                 return
+            watchdog = asyncio.ensure_future(end_when_media_stops(sip, media, self.settings.sip.no_media_seconds))
             await asyncio.to_thread(mark_answered, self.ctx.sessions, call_row.id)
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
                             voicemail=self.settings.voicemail, message_number=str(call_row.id),
@@ -123,6 +129,8 @@ class Ivr:
             result.disposition = "voicemail" if wav.exists() and wav.stat().st_size > 44 else result.disposition
             sip.end_reason = "shutdown" if caller_was_there else (sip.end_reason or "shutdown")
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             call.finish_writer()
             self.calls.pop(sip.call_id, None)
             await media.close()
