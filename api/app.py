@@ -39,12 +39,19 @@ async def healthz(request: web.Request) -> web.Response:
         want = head_revision(ctx.settings.database.url)
         return {"database": "ok", "schema": have, "schema_current": have == want}
 
+    # Parts running in this process (the IVR's SIP side) report through ctx.health; each object
+    # is shown, and one that is unhealthy makes the whole answer degraded.
+    parts: dict[str, Any] = {}
+    parts_ok = True
+    for name, probe in ctx.health.items():
+        ok, parts[name] = probe()
+        parts_ok = parts_ok and ok
     try:
         result = await asyncio.to_thread(check)
     except DatabaseError as e:
-        return web.json_response({"status": "unavailable", "database": str(e)}, status=503)
-    status = 200 if result["schema_current"] else 503
-    return web.json_response({"status": "ok" if status == 200 else "degraded", **result}, status=status)
+        return web.json_response({"status": "unavailable", "database": str(e), **parts}, status=503)
+    status = 200 if result["schema_current"] and parts_ok else 503
+    return web.json_response({"status": "ok" if status == 200 else "degraded", **result, **parts}, status=status)
 
 
 def create_app(ctx: Context) -> web.Application:

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +30,9 @@ class Context:
     settings: Settings
     hooks: dict[str, list[Callable[..., None]]] = field(default_factory=dict)
     """Cross-package wiring set up by the composition root, e.g. 'recording_stored'."""
+    health: dict[str, Callable[[], tuple[bool, dict[str, Any]]]] = field(default_factory=dict)
+    """Live parts of this process report here for /healthz: name -> () -> (healthy, details).
+    The IVR adds "sip" while it runs (ivr/sip/health.py); the API reads whatever is there."""
 
     @cached_property
     def engine(self) -> Engine:

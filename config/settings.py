@@ -154,6 +154,8 @@ class SipSettings(Section):
     """The address put in SDP and Contact: the one peers reach us on."""
     rtp_port_min: int = Field(20000, ge=1024, le=65535)
     rtp_port_max: int = Field(20999, ge=1024, le=65535)
+    no_media_seconds: float = Field(60.0, ge=0, le=86400)
+    """End a call whose far end sent no RTP this long (not counting hold); 0 disables (ivr/call.py)."""
     registrar: str | None = None
     """host[:port] of the registrar in register mode."""
     username: str | None = None

@@ -38,6 +38,47 @@ def follow_media(sip: SipLeg, media: MediaSession) -> None:
     if sip.remote_media is not None:
         apply(sip.remote_media)
     sip.on_media_update = apply
+    sip.on_digit = media.key_pressed  # SIP INFO key presses join the RFC 4733 ones
+
+
+def far_end_may_be_silent(sip: SipLeg) -> bool:
+    """True while the far end has said it will send nothing: hold (a=sendonly, a=inactive or
+    c=0.0.0.0, which the SIP side reports as `on_hold`) or a=recvonly (our side then does not receive)."""
+    choice = sip.remote_media
+    return sip.on_hold or (choice is not None and not choice.may_receive)
+
+
+async def end_when_media_stops(sip: SipLeg, media: MediaSession, seconds: float, *, poll: float = 1.0) -> None:
+    """Hang up (BYE, end_reason "no_media") once the far end has sent no RTP for `seconds`.
+
+    Why: a phone that lost power or network, or a PBX that dropped the call without telling
+    us, never sends BYE; without this the line stays up until every flow timer has run out
+    (and a bridge forever). Runs beside whatever the flow does: ending the SIP leg ends the
+    flow's current step the way a caller's BYE does, so a message being recorded is finished
+    and stored as usual. Time on hold does not count (a held party rightly sends nothing);
+    the count restarts when the hold ends. `seconds` <= 0 disables it.
+    """
+    if seconds <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    heard = loop.time()
+    step = min(poll, seconds / 4)
+    while not sip.ended.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sip.ended.wait(), step)
+        now = loop.time()
+        if sip.ended.is_set():
+            return
+        if far_end_may_be_silent(sip):
+            heard = now
+            continue
+        if media.last_rx is not None:
+            heard = max(heard, media.last_rx)
+        if now - heard >= seconds:
+            log.warning(f"no RTP for {seconds:g} s: ending the call", call_id=sip.call_id,
+                        packets_in=media.stats["packets_in"], latched=str(media.latched))
+            await sip.hangup("no_media")
+            return
 
 
 class LiveCall:
@@ -170,7 +211,7 @@ class LiveCall:
             self.media.stop_recording()
             key_task.cancel()
         if reason is None or self.ended:
-            why = "hangup"
+            why = "no_media" if self.sip.end_reason == "no_media" else "hangup"
         elif done.done():
             why = done.result()
         else:

@@ -27,7 +27,7 @@ from config.errors import HotlineError
 from config.logs import get_logger
 from config.settings import Settings
 from ivr import live
-from ivr.call import LiveCall, follow_media
+from ivr.call import LiveCall, end_when_media_stops, follow_media
 from ivr.call_rows import close_call_row, create_call_row, mark_answered
 from ivr.media.session import MediaSession
 from ivr.sip.message import SipParseError, new_call_id, parse_uri
@@ -162,7 +162,9 @@ class Dialer:
 
     async def _close_when_ended(self, leg: OutgoingCall, media: MediaSession, row_id: int, call: LiveCall) -> None:
         """Whoever ends the call, the RTP port is released, the recording stored and the row closed;
-        a stopping IVR hangs up first."""
+        a stopping IVR hangs up first. A callee whose RTP stops is hung up after `[sip] no_media_seconds`,
+        as inbound callers are."""
+        watchdog = asyncio.ensure_future(end_when_media_stops(leg, media, self.settings.sip.no_media_seconds))
         try:
             await leg.ended.wait()
         except asyncio.CancelledError:
@@ -170,6 +172,7 @@ class Dialer:
                 await asyncio.wait_for(leg.hangup(), 5)
             raise
         finally:
+            watchdog.cancel()
             call.finish_writer()
             await media.close()
             await asyncio.to_thread(self._store, call.live_wav)

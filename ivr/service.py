@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +24,7 @@ from config.logs import get_logger
 from config.overrides import Decision, current_override, decide_open
 from cases import callbacks
 from ivr import live, presence
-from ivr.call import LiveCall, follow_media
+from ivr.call import LiveCall, end_when_media_stops, follow_media
 from ivr.call_rows import create_call_row, mark_answered
 from ivr.dialer import Dialer
 from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
@@ -34,6 +34,7 @@ from ivr.models import Call
 from ivr.prompt_cache import load_hold_music, load_prompts
 from ivr.queue import CallQueue, PresenceRoster, Ring
 from ivr.queue_calls import record_wait
+from ivr.sip.health import sip_health
 from ivr.sip.ua import IncomingCall, SipServer
 from ivr.waiting import WaitDeps, WaitOutcome
 from recordings.models import Recording
@@ -84,6 +85,7 @@ class Ivr:
             await self.queue.start()
         await self.ticker.start()
         await self.server.start()
+        self.ctx.health["sip"] = partial(sip_health, self.server)
         log.info("ivr listening", mode=self.settings.sip.mode, host=self.settings.sip.bind_host, port=self.server.port)
 
     async def stop(self) -> None:
@@ -94,6 +96,7 @@ class Ivr:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.ctx.health.pop("sip", None)
         if self.queue is not None:
             await self.queue.stop()
         await self.server.stop()
@@ -122,17 +125,19 @@ class Ivr:
                         hold_music=self.hold_music)
         self.calls[sip.call_id] = call
         result = FlowResult()
+        watchdog: asyncio.Future[None] | None = None
         try:
             if not await sip.accept(media.local_port):
                 log.warning("call never acknowledged", call_id=sip.call_id)
                 return
+            watchdog = asyncio.ensure_future(end_when_media_stops(sip, media, self.settings.sip.no_media_seconds))
             await asyncio.to_thread(mark_answered, self.ctx.sessions, call_row.id)
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
                             voicemail=self.settings.voicemail, message_number=str(call_row.id),
                             now=self.ctx.now)
             if self.queue is not None and self.talk is not None:
                 deps.queue = WaitDeps(self.queue, self.settings.queue, sip.caller, call_row.id,
-                                      request_callback=functools.partial(self._request_callback, call_row.id),
+                                      request_callback=partial(self._request_callback, call_row.id),
                                       talk=self.talk)
             await inbound(call, deps, result)
         except asyncio.CancelledError:
@@ -150,6 +155,8 @@ class Ivr:
             result.disposition = "voicemail" if wav.exists() and wav.stat().st_size > 44 else result.disposition
             sip.end_reason = "shutdown" if caller_was_there else (sip.end_reason or "shutdown")
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             call.finish_writer()
             self.calls.pop(sip.call_id, None)
             await media.close()

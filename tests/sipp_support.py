@@ -560,6 +560,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         {"pcap": REQUIRED, "bye_wait_ms": 60_000, **_CALLER_KEYS},
         "plays a pcap ending in '#', waits bye_wait_ms for the IVR's BYE; fails without one",
     ),
+    "vm_hold_silent": ScenarioSpec(
+        {"pcap": REQUIRED, "quiet_ms": 1_000, "hold_ms": 5_000, "bye_wait_ms": 30_000, **_CALLER_KEYS},
+        "plays pcap, holds (sendonly) hold_ms, resumes, sends nothing; waits for the IVR's BYE, fails on one during hold",
+    ),
     "uac_options": ScenarioSpec({"caller": "13800138000"}, "OPTIONS -> 200"),
     "uas_campaign": ScenarioSpec(
         {"pcap1": REQUIRED, "pcap3": REQUIRED, "hangup_ms": 1_500, "cancel_wait_ms": 60_000, "bye_wait_ms": 120_000},

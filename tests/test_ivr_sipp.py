@@ -240,7 +240,25 @@ def ivr_closed_day(ivr_service_module) -> IvrService:  # type: ignore[no-untyped
     return ivr_service_module({
         "HOTLINE_VOICEMAIL__MAX_SECONDS": "6",
         "HOTLINE_CALENDAR__CLOSED_DAYS": json.dumps({today_in_centre(): "drill"}),
+        # The no-audio caller here is about max length; a call without RTP that long would
+        # otherwise be ended by the no-media timer (tested on its own below).
+        "HOTLINE_SIP__NO_MEDIA_SECONDS": "0",
     })  # fmt: skip
+
+
+NO_MEDIA_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def ivr_no_media(ivr_service_module) -> IvrService:  # type: ignore[no-untyped-def]
+    """A short no-media timer, and a silence timeout far longer, so only the timer can end these calls."""
+    svc = ivr_service_module({
+        "HOTLINE_SIP__NO_MEDIA_SECONDS": str(NO_MEDIA_SECONDS),
+        "HOTLINE_VOICEMAIL__SILENCE_SECONDS": "60",
+        "HOTLINE_VOICEMAIL__MAX_SECONDS": "120",
+    })  # fmt: skip
+    svc.hotline("hours", "set", "closed", "--note", "sipp test: no-media timer")
+    return svc
 
 
 @pytest.fixture
@@ -327,6 +345,45 @@ def test_caller_sends_no_audio_recording_stops_at_max(ivr_closed_day: IvrService
     assert (call["disposition"], call["record_stop"]) == ("voicemail", "max"), call
     # Frames are counted on the media clock (silence for missing RTP): exact up to one frame.
     assert call["message_seconds"] == pytest.approx(6.0, abs=0.1), call
+
+
+# --------------------------------------------------------------------------- 3b. RTP stops, no BYE
+
+
+def test_caller_whose_rtp_stops_is_hung_up_and_the_message_kept(ivr_no_media: IvrService, tmp_path: Path,
+                                                                ivr_prompts: Path) -> None:
+    """A phone that dies mid-message: its RTP stops and no BYE ever comes. We BYE after no_media_seconds,
+    and the message (speech, then the silence we recorded while waiting) is stored as usual."""
+    svc = ivr_no_media
+    rec_start = recording_starts_after(ivr_prompts, "closed_temporarily")
+    pcap, start, speech_s = caller_pcap(tmp_path, "stops", rec_start, [KO_CLIP], hash_after=None, trailing=0.5)
+    r = run_sipp("vm_leave_message", HOST, svc.port, pcap=pcap, keys={"caller": CALLER_1, "bye_wait_ms": 90_000})
+    assert r.ok and r.bye_received and not r.bye_sent, r.describe() + "\n" + svc.describe()
+
+    call = svc.wait_call_ended(sip_call_id(r))
+    assert (call["end_reason"], call["disposition"], call["record_stop"]) == ("no_media", "voicemail", "no_media"), call
+    expected = (start + speech_s + 0.5 - rec_start) + NO_MEDIA_SECONDS  # recorded until our BYE
+    print(f"\nRTP stops: message_seconds={call['message_seconds']:.2f} expected~{expected:.2f}")
+    assert expected - 1.0 <= call["message_seconds"] <= expected + 1.5, (call["message_seconds"], expected)
+    rec = check_stored_message(svc, call)
+    assert rec.duration == pytest.approx(call["message_seconds"], abs=0.05)
+    assert f"no RTP for {NO_MEDIA_SECONDS} s" in svc.log()
+    assert not live_wavs(svc), "the live file should be gone once stored"
+
+
+def test_hold_does_not_count_as_no_media(ivr_no_media: IvrService, tmp_path: Path) -> None:
+    """On hold (a=sendonly) twice as long as the timer: no BYE (SIPp fails the call on one); after the
+    resume, the silence counts and the timer ends the call."""
+    svc = ivr_no_media
+    info = make_rtp_pcap(None, tmp_path / "hold.pcap", digits=[(KEY_AT, "1")], trailing_silence=1.5)
+    quiet_ms = int(info.duration * 1000) + 1000  # 1 s without RTP before the hold: under the timer
+    r = run_sipp("vm_hold_silent", HOST, svc.port, pcap=info.path,
+                 keys={"caller": CALLER_1, "quiet_ms": quiet_ms, "hold_ms": 2 * NO_MEDIA_SECONDS * 1000,
+                       "bye_wait_ms": 30_000})  # fmt: skip
+    assert r.ok and r.bye_received and not r.bye_sent, r.describe() + "\n" + svc.describe()
+    assert len(r.received(200)) >= 3, r.describe()  # the INVITE, the hold and the resume were all answered
+    call = svc.wait_call_ended(sip_call_id(r))
+    assert call["end_reason"] == "no_media", call
 
 
 # --------------------------------------------------------------------------- 4. early '#'

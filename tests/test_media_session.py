@@ -25,7 +25,7 @@ with warnings.catch_warnings():
 
 from ivr.media.dtmf import TelephoneEvent
 from ivr.media.g711 import PCMA, PCMU, codec_for
-from ivr.media.playout import PlayoutBuffer
+from ivr.media.playout import PlayoutBuffer, Reframer
 from ivr.media.rtp import RtpPacket
 from ivr.media.session import PCM_FRAME_BYTES, PCM_SILENCE, MediaError, MediaSession
 from ivr.media.ticker import Ticker
@@ -292,6 +292,48 @@ def test_playout_drain_returns_what_is_buffered() -> None:
     assert len(buf) == 0
 
 
+def word_packet(i: int, size: int) -> bytes:
+    """Packet i of a stream: `size` bytes of one distinct non-silent μ-law word."""
+    return bytes([WORDS[i % len(WORDS)]]) * size
+
+
+def test_reframer_passes_20_ms_packets_through_unchanged() -> None:
+    r = Reframer(PlayoutBuffer(delay=0))
+    for seq in (1, 2, 4):
+        r.push(seq, word_packet(seq, 160))
+    assert [r.tick() for _ in range(5)] == [word_packet(1, 160), word_packet(2, 160), None, word_packet(4, 160), None]
+    assert r.stats.lost == 1
+
+
+@pytest.mark.parametrize("ptime", [10, 30, 40, 60])
+def test_reframer_cuts_any_ptime_into_20_ms_frames_and_fills_a_loss_to_length(ptime: int) -> None:
+    size = ptime * 8
+    count = 3840 // size  # 480 ms of audio: 24 frames
+    lost = count // 2
+    r = Reframer(PlayoutBuffer(delay=0), silence=b"\xff")
+    for i in range(count):
+        if i != lost:
+            r.push(1000 + i, word_packet(i, size))
+    out = [r.tick() for _ in range(30)]
+    frames = [f for f in out if f is not None]
+    assert all(len(f) == 160 for f in frames)
+    assert b"".join(frames) == b"".join(b"\xff" * size if i == lost else word_packet(i, size) for i in range(count))
+    assert out[24:] == [None] * 6  # dry afterwards: silence, nothing invented
+    assert r.stats.lost == 1
+
+
+def test_reframer_pads_a_frame_cut_short_and_drains_the_rest() -> None:
+    r = Reframer(PlayoutBuffer(delay=0), silence=b"\xd5")
+    r.push(7, word_packet(0, 240))  # one 30 ms packet, then the caller stops
+    assert r.tick() == word_packet(0, 160)
+    assert r.tick() == word_packet(0, 80) + b"\xd5" * 80
+    assert r.tick() is None
+    r.push(8, word_packet(1, 240))
+    r.push(9, word_packet(2, 240))
+    assert r.drain() == [word_packet(1, 160), word_packet(1, 80) + word_packet(2, 80), word_packet(2, 160)]
+    assert r.drain() == []
+
+
 # -- sessions over UDP -----------------------------------------------------------------------
 
 
@@ -402,6 +444,40 @@ async def test_reordered_duplicated_lost_packets_record_in_order(ticker: Ticker,
     assert all(f == PCM_SILENCE for f in body[60:])
     assert s.stats["lost"] == 3
     assert s.stats["duplicates"] == 2
+
+
+@pytest.mark.parametrize("ptime", [10, 30, 40, 60])
+async def test_caller_with_other_ptime_records_exactly(ticker: Ticker, peer: Peer, ptime: int) -> None:
+    """a=ptime:30 and friends: packets of any duration record sample-exact, a lost one as its length of silence."""
+    size = ptime * 8
+    count = 3840 // size
+    lost = count // 2
+    s = await open_session(ticker, PCMU)
+    counter = Counter()
+    frames: list[bytes] = []
+    try:
+        s.set_remote(peer.addr)
+        s.start_recording(frames.append)
+        ticker.register(counter)
+        for i in range(count):
+            if i != lost:
+                peer.send(rtp(40000 + i, word_packet(i, size), ts=i * size), (HOST, s.local_port))
+        await until(lambda: s.stats["played"] + s.stats["lost"] >= count, "all packets played")
+        played_at = counter.ticks
+        await until(lambda: counter.ticks >= played_at + 30, "the frames of the last packets")
+        ticks, recorded = counter.ticks, len(frames)
+        s.stop_recording()
+        ticker.unregister(counter)
+    finally:
+        await s.close()
+    assert recorded == ticks  # one 20 ms frame per tick, whatever the caller's ptime
+    start = next(i for i, f in enumerate(frames) if f != PCM_SILENCE)
+    body = b"".join(frames[start:])
+    pcmu = codec_for(PCMU)
+    expected = b"".join(pcmu.decode(b"\xff" * size if i == lost else word_packet(i, size)) for i in range(count))
+    assert body[: len(expected)] == expected
+    assert set(body[len(expected) :]) <= {0}
+    assert s.stats["lost"] == 1 and s.stats["odd_size"] == 0
 
 
 async def test_caller_sending_nothing_records_silence_for_every_tick(ticker: Ticker, peer: Peer) -> None:
@@ -525,6 +601,34 @@ async def test_play_interrupted_by_digit_leaves_it_queued(ticker: Ticker, peer: 
     silence = codec_for(PCMU).silence()
     assert sent < 500 - 5  # the 10 s prompt was cut short
     assert all(p.payload == silence for p in peer.packets()[n:])
+
+
+async def test_sip_info_digit_interrupts_like_rfc_4733(ticker: Ticker, peer: Peer) -> None:
+    """follow_media wires the SIP leg's INFO key presses into the same queue and interruption as RFC 4733."""
+    from ivr.call import follow_media
+
+    class Leg:
+        call_id = "info-test"
+        remote_media = None
+        on_media_update = None
+        on_digit = None
+        on_hold = False
+
+    s = await open_session(ticker, PCMU)
+    leg = Leg()
+    try:
+        follow_media(leg, s)  # type: ignore[arg-type]
+        s.set_remote(peer.addr)
+        task = asyncio.ensure_future(s.play(load_clip(10.0), interrupt_on_digit=True))
+        await until(lambda: len(peer.received) >= 5, "prompt started")
+        assert leg.on_digit is not None
+        leg.on_digit("5")  # what the SIP side calls for INFO "Signal=5"
+        assert await asyncio.wait_for(task, 30) == "5"
+        assert await s.digits.get() == "5" and s.stats["digits"] == 1
+    finally:
+        await s.close()
+    leg.on_digit("6")  # a late INFO after the call's media closed: dropped, no error
+    assert s.digits.empty()
 
 
 async def test_close_releases_a_waiting_play(ticker: Ticker, peer: Peer) -> None:

@@ -1,4 +1,4 @@
-"""RTP packets, sequence tracking, G.711 and RFC 4733 telephone-events (the pure media layer)."""
+"""RTP packets, G.711 and RFC 4733 telephone-events (the pure media layer; stream ordering: tests/test_media_session.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from ivr.media import g711
 from ivr.media.dtmf import DtmfDetector, DtmfParseError, TelephoneEvent
-from ivr.media.rtp import RtpPacket, RtpParseError, SequenceTracker, fill_silence
+from ivr.media.rtp import RtpPacket, RtpParseError
 
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 
@@ -121,107 +121,6 @@ def test_serialise_refuses_out_of_range_fields(field: dict[str, object]) -> None
         setattr(p, name, value)
     with pytest.raises(ValueError):
         p.serialize()
-
-
-# ---------------------------------------------------------------------------------------------
-# Sequence tracking
-
-
-def frames(tracker: SequenceTracker, seqs: list[int]) -> list[int | None]:
-    """Push packets whose payload is their sequence number; return what came out, in order."""
-    out: list[int | None] = []
-    for s in seqs:
-        out += [None if f is None else int.from_bytes(f, "big") for f in tracker.push(s, s.to_bytes(2, "big"))]
-    return out
-
-
-def test_in_order_stream_passes_straight_through_without_depth() -> None:
-    t = SequenceTracker(depth=0)
-    assert frames(t, [10, 11, 12]) == [10, 11, 12]
-    assert t.stats.received == 3 and t.stats.lost == 0
-
-
-def test_loss_becomes_none_frames() -> None:
-    t = SequenceTracker(depth=0)
-    assert frames(t, [10, 13, 14]) == [10, None, None, 13, 14]
-    assert t.stats.lost == 2
-
-
-def test_wraparound_is_not_loss() -> None:
-    t = SequenceTracker(depth=0)
-    assert frames(t, [65533, 65534, 65535, 0, 1]) == [65533, 65534, 65535, 0, 1]
-    assert t.stats.lost == 0
-    t = SequenceTracker(depth=0)
-    assert frames(t, [65534, 1]) == [65534, None, None, 1]
-
-
-def test_reordering_repaired_within_depth() -> None:
-    t = SequenceTracker(depth=2)
-    assert frames(t, [1, 3, 2, 4]) == [1, 2, 3, 4]
-    assert t.stats.lost == 0
-    t = SequenceTracker(depth=2)
-    assert frames(t, [65535, 1, 0, 2]) == [65535, 0, 1, 2]
-
-
-def test_missing_packet_given_up_after_depth_and_late_arrival_dropped() -> None:
-    t = SequenceTracker(depth=2)
-    out = frames(t, [1, 3, 4])
-    assert out == [1]  # 2 may still come
-    out += frames(t, [5])
-    assert out == [1, None, 3, 4, 5]
-    assert frames(t, [2]) == []
-    assert (t.stats.lost, t.stats.late, t.stats.duplicates) == (1, 1, 0)
-
-
-def test_duplicates_dropped_whether_pending_or_played() -> None:
-    t = SequenceTracker(depth=2)
-    assert frames(t, [1, 1, 3, 3, 2, 2, 1]) == [1, 2, 3]
-    assert t.stats.duplicates == 4 and t.stats.received == 3
-
-
-def test_flush_plays_out_what_is_left() -> None:
-    t = SequenceTracker(depth=3)
-    assert frames(t, [1, 3]) == [1]
-    assert [None if f is None else int.from_bytes(f, "big") for f in t.flush()] == [None, 3]
-    assert t.flush() == []
-
-
-def test_single_stray_packet_is_ignored() -> None:
-    t = SequenceTracker(depth=0)
-    assert frames(t, [100, 101, 40000, 102, 103]) == [100, 101, 102, 103]
-    assert t.stats.strays == 1 and t.stats.restarts == 0 and t.stats.lost == 0
-
-
-def test_confirmed_jump_restarts_without_filling_thousands_of_frames() -> None:
-    t = SequenceTracker(depth=0)
-    assert frames(t, [100, 101, 40000, 40001, 40002]) == [100, 101, 40000, 40001, 40002]
-    assert t.stats.restarts == 1 and t.stats.strays == 0 and t.stats.lost == 0
-
-
-def test_lossy_reordered_stream_keeps_its_length() -> None:
-    """A recording must last as long as the call: every frame slot is filled exactly once."""
-    rng = random.Random(20)
-    sent = [(66000 + i) & 0xFFFF for i in range(1000)]  # wraps past 65535
-    arrived = [s for s in sent if rng.random() > 0.05 or s == sent[0]]
-    for i in range(1, len(arrived) - 1, 7):
-        arrived[i], arrived[i + 1] = arrived[i + 1], arrived[i]
-    for i in range(len(arrived) - 5, 10, -50):
-        arrived.insert(i + 3, arrived[i])  # duplicated by the network, three packets later
-    t = SequenceTracker(depth=3)
-    out = frames(t, arrived)
-    out += [None if f is None else int.from_bytes(f, "big") for f in t.flush()]
-    order = {s: i for i, s in enumerate(sent)}
-    last = max(arrived, key=order.__getitem__)
-    assert len(out) == order[last] + 1
-    assert out == [s if s in set(arrived) else None for s in sent[: order[last] + 1]]
-    assert t.stats.lost == out.count(None) > 0 and t.stats.duplicates > 0 and t.stats.late == 0
-
-
-def test_fill_silence_uses_the_codec_silence_not_zero_bytes() -> None:
-    pcmu = g711.CODECS[g711.PCMU]
-    audio = fill_silence([b"\x01" * 160, None, b"\x02" * 160], pcmu.silence())
-    assert audio[160:320] == b"\xff" * 160 and len(audio) == 480
-    assert max(abs(s) for s in array.array("h", pcmu.decode(audio[160:320]))) == 0
 
 
 # ---------------------------------------------------------------------------------------------

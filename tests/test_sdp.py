@@ -74,6 +74,27 @@ def test_pcma_only_and_dynamic_event_type() -> None:
     assert choice.dtmf_events == frozenset(range(16))  # no fmtp: RFC 4733 default
 
 
+@pytest.mark.parametrize(("attrs", "maxptime"), [
+    (["a=ptime:30"], None), (["a=ptime:40"], None), (["a=ptime:10"], None),
+    (["a=ptime:30", "a=maxptime:40"], 40), (["a=maxptime:20"], 20), (["a=ptime:0", "a=maxptime:0"], None),
+])
+def test_any_ptime_and_a_maxptime_of_20_or_more_negotiate_and_we_answer_20(attrs: list[str], maxptime: int | None) -> None:
+    """ptime is the caller's wish (a hint), maxptime its limit: we send 20 ms whenever 20 <= maxptime."""
+    offer = parse_sdp(sdp("v=0", "c=IN IP4 10.0.0.5", "t=0 0", "m=audio 5004 RTP/AVP 0", *attrs))
+    assert offer.media[0].maxptime == maxptime
+    choice = negotiate(offer)
+    answer = parse_sdp(build_answer(offer, choice, host="127.0.0.1", port=20000))
+    assert answer.media[0].ptime == 20 and answer.media[0].maxptime is None
+
+
+@pytest.mark.parametrize("maxptime", [10, 19])
+def test_maxptime_below_our_20_ms_is_488_naming_it(maxptime: int) -> None:
+    offer = parse_sdp(sdp("v=0", "c=IN IP4 10.0.0.5", "m=audio 5004 RTP/AVP 0", "a=ptime:10", f"a=maxptime:{maxptime}"))
+    with pytest.raises(NoCommonCodec, match=f"maxptime is {maxptime} ms; we send 20 ms") as info:
+        negotiate(offer)
+    assert info.value.status == 488
+
+
 def test_codec_found_by_rtpmap_name_not_only_static_number() -> None:
     body = sdp("v=0", "c=IN IP4 10.0.0.5", "m=audio 5004 RTP/AVP 110", "a=rtpmap:110 pcma/8000")
     choice = negotiate(parse_sdp(body))
@@ -205,6 +226,7 @@ def test_torture_message_bodies() -> None:
         (sdp("v=0", "m=audio 5004 RTP/AVP 0", "a=rtpmap:300 PCMU/8000"), "invalid payload type"),
         (sdp("v=0", "m=audio 5004 RTP/AVP 0", "a=rtpmap:x PCMU/8000"), "invalid payload type"),
         (sdp("v=0", "m=audio 5004 RTP/AVP 0", "a=ptime:twenty"), "invalid ptime"),
+        (sdp("v=0", "m=audio 5004 RTP/AVP 0", "a=maxptime:-20"), "invalid maxptime"),
         (b"v=0\r\ns=\xff\xfe\r\n", "not UTF-8"),
     ],
 )

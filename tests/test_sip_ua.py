@@ -328,6 +328,78 @@ async def test_in_dialog_info_update_options_and_unknown(open_peer: PeerFactory)
         assert not rec.calls[0].ended.is_set()
 
 
+def _info_bytes(invite: Request, ok: Response, peer: Peer, cseq: int, content_type: str | None, body: bytes) -> bytes:
+    """An in-dialog INFO exactly as a PBX puts it on the wire (CRLF lines, byte-counted Content-Length)."""
+    lines = [
+        f"INFO {(ok.headers.get('Contact') or '').strip('<>')} SIP/2.0",
+        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};branch=z9hG4bKinfo{cseq}",
+        f"From: {invite.headers.get('From')}", f"To: {ok.headers.get('To')}",
+        f"Call-ID: {invite.call_id}", f"CSeq: {cseq} INFO", "Max-Forwards: 70",
+    ]
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def test_info_dtmf_feeds_the_digit_queue(open_peer: PeerFactory) -> None:
+    """SIP INFO key presses (the fallback some PBXs use instead of RFC 4733) reach on_digit once each."""
+    rec = Recorder()
+    async with running_server(rec) as server:
+        peer = await open_peer()
+        target = ("127.0.0.1", server.port)
+        invite, ok = await establish(peer, server)
+        digits: list[str] = []
+        rec.calls[0].on_digit = digits.append
+        cases: list[tuple[str | None, bytes, int]] = [
+            ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", 200),
+            ("Application/DTMF-Relay; charset=us-ascii", b"Signal= #\r\nDuration=250\r\n", 200),
+            ("application/dtmf-relay", b"Signal=10\r\nDuration=160\r\n", 200),  # event code of '*'
+            ("application/dtmf", b"7", 200),
+            ("application/dtmf-relay", b"Signal=Z\r\n", 400),
+            ("application/dtmf-relay", b"Duration=160\r\n", 400),
+            ("application/dtmf-relay", b"Signal=99\r\n", 400),
+            ("application/dtmf", "\u4e94".encode(), 400),
+            ("text/plain", b"hello", 415),
+            (None, b"", 200),  # an empty INFO: keep-alive
+        ]
+        for cseq, (content_type, body, status) in enumerate(cases, start=2):
+            data = _info_bytes(invite, ok, peer, cseq, content_type, body)
+            peer.send(data, target)
+            reply = await peer.final(invite.call_id, "INFO")
+            assert (reply.status, reply.cseq.number) == (status, cseq), (content_type, body)
+            if status == 415:
+                assert reply.headers.get("Accept") == "application/dtmf-relay, application/dtmf"
+        # A retransmission (same branch) is answered from the cache, not pressed twice.
+        peer.send(_info_bytes(invite, ok, peer, 2, "application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"), target)
+        assert (await peer.final(invite.call_id, "INFO")).status == 200
+        assert digits == ["5", "#", "*", "7"]
+        assert not rec.calls[0].ended.is_set()
+
+
+@pytest.mark.parametrize(("attrs", "status"), [
+    ("a=ptime:30\r\n", 200), ("a=ptime:40\r\na=maxptime:40\r\n", 200), ("a=ptime:10\r\n", 200),
+    ("a=ptime:10\r\na=maxptime:10\r\n", 488),
+])
+async def test_offers_with_other_ptimes_are_answered_with_20_ms(open_peer: PeerFactory, attrs: str, status: int) -> None:
+    """RFC 4566 ptime is a wish, maxptime a limit: we send 20 ms unless the caller cannot take it (488)."""
+    rec = Recorder()
+    async with running_server(rec) as server:
+        peer = await open_peer()
+        body = offer(peer.host).replace(b"a=sendrecv\r\n", attrs.encode() + b"a=sendrecv\r\n")
+        invite = peer.invite(server.port, body=body)
+        peer.send(invite, ("127.0.0.1", server.port))
+        final = await peer.final(invite.call_id)
+        assert final.status == status
+        if status == 200:
+            answer = parse_sdp(final.body).media[0]
+            assert answer.ptime == 20 and answer.maxptime is None
+            peer.send(peer.ack_for(invite, final), ("127.0.0.1", server.port))
+        else:
+            assert "maxptime is 10 ms; we send 20 ms" in (final.headers.get("Warning") or "")
+            assert not rec.calls
+
+
 async def test_reinvite_hold_and_unhold_keep_the_call(open_peer: PeerFactory) -> None:
     rec = Recorder()
     async with running_server(rec) as server:

@@ -1,10 +1,16 @@
 """A clock-driven playout buffer for recording: one frame out per 20 ms tick, whatever arrives.
 
-Why not `rtp.SequenceTracker` alone: it releases frames when *packets* arrive, so a caller who
-sends nothing (or stops, or whose phone suppresses silence) records as nothing and the file
-is shorter than the call (the very pyVoIP defect of PYVOIP.md item 4). Here the media clock
+Why clock-driven: a tracker that releases frames when *packets* arrive records a caller who
+sends nothing (or stops, or whose phone suppresses silence) as nothing, and the file is
+shorter than the call (the very pyVoIP defect of PYVOIP.md item 4). Here the media clock
 pulls exactly one frame per tick and the buffer answers with the next frame in sequence, or
-None (the recorder writes silence), so the recording's duration is wall time.
+None (the recorder writes silence), so the recording's duration is wall time. (An earlier
+packet-driven `SequenceTracker` in rtp.py did the ordering alone; it was removed so that
+ordering, loss and restarts are decided in one place, here.)
+
+`PlayoutBuffer` orders *packets*. `Reframer` on top of it cuts them into the 20 ms frames the
+recorder takes, so a caller whose phone sends 10, 30, 40 or 60 ms packets (a=ptime, RFC 3551
+4.2: a receiver should accept 0-200 ms per packet) records as exactly as one sending 20 ms.
 
 Jitter delay: playout starts `delay` ticks (default 3 = 60 ms) after the first packet of a
 talkspurt arrives (or at once if `delay + 1` frames are already waiting), so a packet may
@@ -69,6 +75,8 @@ class PlayoutBuffer:
     """(sequence, payload) of a far-off packet waiting for confirmation."""
     _played_recent: set[int] = field(default_factory=set)
     """Positions played lately: a packet behind the playout point is a duplicate if here, else late."""
+    lost_last_tick: bool = False
+    """The last `tick()` gave None for a packet given up as lost (not for a dry or priming buffer)."""
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._ready)
@@ -116,9 +124,11 @@ class PlayoutBuffer:
 
     def tick(self) -> bytes | None:
         """The frame for this 20 ms period: a payload, or None for silence."""
+        self.lost_last_tick = False
         if self._ready:
             frame = self._ready.popleft()
             self._count(frame)
+            self.lost_last_tick = frame is None
             return frame
         pending = self._pending
         if self._priming:
@@ -142,6 +152,7 @@ class PlayoutBuffer:
             return frame
         if pending:
             self.stats.lost += 1
+            self.lost_last_tick = True
             return None
         # Dry: the caller stopped sending. Keep the position; re-prime when packets return.
         self._next = nxt
@@ -205,3 +216,65 @@ class PlayoutBuffer:
         if self._next is not None or out:
             self._next = start + len(out)
         return out
+
+
+@dataclass
+class Reframer:
+    """20 ms frames for the recorder from a `PlayoutBuffer` of packets of any duration.
+
+    A 20 ms packet (the usual case) passes straight through, one per tick. Longer packets
+    are cut across ticks (a 40 ms packet feeds two ticks, two 30 ms packets three), shorter
+    ones are joined, and a packet lost is filled with as much silence as the packets around
+    it carry, so the recording still lasts as long as the call. Works on encoded G.711
+    (one byte per sample): `silence` is the codec's one-byte silence (0xFF for PCMU).
+    """
+
+    buffer: PlayoutBuffer = field(default_factory=PlayoutBuffer)
+    silence: bytes = b"\xff"
+    frame_bytes: int = 160
+    _carry: bytearray = field(default_factory=bytearray)
+    _packet_bytes: int = 160
+    """Size of the last audio packet played: what a lost one stood for."""
+
+    @property
+    def stats(self) -> PlayoutStats:
+        return self.buffer.stats
+
+    def push(self, sequence: int, payload: bytes, ssrc: int | None = None) -> None:
+        self.buffer.push(sequence, payload, ssrc)
+
+    def tick(self) -> bytes | None:
+        """This period's frame (`frame_bytes` long), or None when there is nothing to play."""
+        carry, size = self._carry, self.frame_bytes
+        while len(carry) < size:
+            frame = self.buffer.tick()
+            if frame is not None:
+                if not carry and len(frame) == size:
+                    self._packet_bytes = size
+                    return frame  # the 20 ms fast path: no copying
+                if frame:
+                    self._packet_bytes = len(frame)
+                carry += frame
+            elif self.buffer.lost_last_tick:
+                if not carry and self._packet_bytes == size:
+                    return None
+                carry += self.silence * self._packet_bytes
+            else:  # dry or priming: the caller sends nothing right now
+                if not carry:
+                    return None
+                carry += self.silence * (size - len(carry))
+        out = bytes(carry[:size])
+        del carry[:size]
+        return out
+
+    def drain(self) -> list[bytes | None]:
+        """What is still buffered, cut into frames (the last one padded with silence)."""
+        data = bytearray(self._carry)
+        self._carry.clear()
+        for frame in self.buffer.drain():
+            data += self.silence * self._packet_bytes if frame is None else frame
+        if not data:
+            return []
+        size = self.frame_bytes
+        data += self.silence * (-len(data) % size)
+        return [bytes(data[i : i + size]) for i in range(0, len(data), size)]

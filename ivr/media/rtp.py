@@ -1,19 +1,16 @@
-"""RTP packets (RFC 3550 section 5.1) and a receiver's sequence tracker.
+"""RTP packets (RFC 3550 section 5.1): parse and serialise, nothing else.
 
 `RtpPacket.parse` raises one `RtpParseError` with a message per defect (truncated CSRC,
 truncated extension, bad padding, wrong version), as aiortc's `rtp.py` does, so a stray or
-hostile datagram on a media port costs one log line. `SequenceTracker` turns arrival order
-into playout order: duplicates dropped, reordering repaired within a small window, and each
-lost 20 ms frame reported as `None` so the recorder writes *silence* for it. pyVoIP writes
-0x00 bytes instead, which is full-scale in its 8-bit unsigned audio (PYVOIP.md item 4), and
-the issue asks that recorded duration match wall time.
+hostile datagram on a media port costs one log line. Ordering a received stream (duplicates,
+reordering, loss filled with the codec's silence, restarts) is the clock-driven playout
+buffer's job: ivr/media/playout.py.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
@@ -117,107 +114,3 @@ class RtpPacket:
 def _check_range(what: str, value: int, top: int) -> None:
     if not 0 <= value <= top:
         raise ValueError(f"{what} {value} is outside 0..{top}")
-
-
-@dataclass
-class SequenceStats:
-    received: int = 0
-    """Unique packets accepted."""
-    lost: int = 0
-    """Frames given up on and reported as None (filled with silence)."""
-    duplicates: int = 0
-    late: int = 0
-    """Packets that arrived after their frame had already been filled with silence."""
-    restarts: int = 0
-    """Sequence jumps confirmed by a following packet (a sender restart or a new stream)."""
-    strays: int = 0
-    """Single packets far off the sequence, dropped (RFC 3550 A.1 probation)."""
-
-
-@dataclass
-class SequenceTracker:
-    """Order one RTP stream by sequence number (wraparound included) for a recorder.
-
-    `push` returns the frames now ready in playout order: payloads, and None for each frame
-    given up as lost. A missing packet is waited for until `depth` later packets have come
-    (depth 0: fill at once; 2-3 repairs the reordering seen on real networks at 40-60 ms
-    extra latency for the recording only). Timestamps are not used, so a sender using
-    silence suppression (timestamp jumps, continuous sequence) needs the caller to fill
-    by timestamp as well.
-    """
-
-    depth: int = 2
-    max_dropout: int = 3000
-    max_misorder: int = 100
-    stats: SequenceStats = field(default_factory=SequenceStats)
-    _next: int | None = None
-    _pending: dict[int, bytes] = field(default_factory=dict)
-    _seen: set[int] = field(default_factory=set)
-    _probe: tuple[int, bytes] | None = None
-
-    def push(self, sequence: int, payload: bytes) -> list[bytes | None]:
-        if not 0 <= sequence <= 0xFFFF:
-            raise ValueError(f"sequence {sequence} is outside 0..65535")
-        if self._next is None:
-            self._next = sequence
-        delta = ((sequence - self._next + 0x8000) & 0xFFFF) - 0x8000
-        ext = self._next + delta
-        out: list[bytes | None] = []
-        if delta > self.max_dropout or delta < -self.max_misorder:
-            probe, self._probe = self._probe, (ext, payload)
-            if probe is None or ext != probe[0] + 1:
-                self.stats.strays += 1
-                return out
-            self._probe = None
-            self.stats.strays -= 1  # the probe is confirmed: a restart, not a stray
-            out = self.flush()
-            self.stats.restarts += 1
-            self._next = probe[0]
-            self._accept(probe[0], probe[1])
-        else:
-            self._probe = None
-            if ext < self._next or ext in self._pending:
-                if ext in self._seen or ext in self._pending:
-                    self.stats.duplicates += 1
-                else:
-                    self.stats.late += 1
-                return out
-        self._accept(ext, payload)
-        return out + self._drain()
-
-    def flush(self) -> list[bytes | None]:
-        """Everything still waiting, gaps as None: call at the end of the stream."""
-        out: list[bytes | None] = []
-        while self._pending and self._next is not None:
-            out += self._emit_next()
-        return out
-
-    def _accept(self, ext: int, payload: bytes) -> None:
-        self._pending[ext] = payload
-        self._seen.add(ext)
-        self.stats.received += 1
-        if len(self._seen) > 4 * self.max_misorder:
-            floor = (self._next or 0) - self.max_misorder
-            self._seen = {s for s in self._seen if s >= floor}
-
-    def _drain(self) -> list[bytes | None]:
-        out: list[bytes | None] = []
-        while self._pending and self._next is not None:
-            if self._next in self._pending or max(self._pending) - self._next > self.depth:
-                out += self._emit_next()
-            else:
-                break
-        return out
-
-    def _emit_next(self) -> list[bytes | None]:
-        assert self._next is not None
-        payload = self._pending.pop(self._next, None)
-        if payload is None:
-            self.stats.lost += 1
-        self._next += 1
-        return [payload]
-
-
-def fill_silence(frames: Iterable[bytes | None], silence: bytes) -> bytes:
-    """Join playout frames, writing `silence` (one frame of the codec's silence) for each None."""
-    return b"".join(silence if f is None else f for f in frames)

@@ -47,6 +47,12 @@ send from an address the SDP does not show; afterwards packets from any other ad
 dropped (`wrong_source`) and we send to the latched address. Audio goes into a clock-driven
 `PlayoutBuffer` (see ivr/media/playout.py for the 60 ms jitter delay); the recording sink is
 fed one decoded frame per tick from it, silence when it has nothing, so duration is wall time.
+Packets of any duration are accepted (a=ptime 10, 30, 40, 60 ...: the `Reframer` cuts them into
+20 ms frames); we always send 20 ms, the G.711 default every peer takes (ivr/sip/sdp.py).
+
+Digits: RFC 4733 telephone-events, and `key_pressed(digit)` for digits the SIP side received
+another way (SIP INFO application/dtmf-relay, some PBXs' fallback): both go into `digits` and
+interrupt a prompt the same way.
 
 Relaying (for ivr/media/bridge.py): `start_relay(handler)` hands every accepted audio and
 telephone-event packet to `handler` the moment it arrives, and `send_relayed(...)` sends one
@@ -78,7 +84,7 @@ from typing import Any
 
 from ivr.media.dtmf import DtmfDetector, DtmfParseError
 from ivr.media.g711 import FRAME_SAMPLES, codec_for
-from ivr.media.playout import PlayoutBuffer
+from ivr.media.playout import PlayoutBuffer, Reframer
 from ivr.media.rtp import RtpPacket, RtpParseError
 from ivr.media.ticker import Ticker
 
@@ -165,7 +171,8 @@ class MediaSession:
         self.digits = DigitQueue()
         self.last_rx: float | None = None
         self._dtmf = DtmfDetector()
-        self._playout = PlayoutBuffer(delay=jitter_frames)
+        self._jitter_frames = jitter_frames
+        self._playout = self._new_playout()
         self._plays: deque[_Playback] = deque()
         self._sink: Callable[[bytes], None] | None = None
         self.recording_error: BaseException | None = None
@@ -321,6 +328,7 @@ class MediaSession:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._silence_payload = self._codec.silence()
+        self._playout.silence = self._silence_payload[:1]
 
     async def play(self, pcm: bytes, *, interrupt_on_digit: bool = False) -> str | None:
         """Send `pcm` (16-bit LE mono 8 kHz) as 20 ms packets; return when the last one is sent.
@@ -351,7 +359,7 @@ class MediaSession:
 
     def start_recording(self, sink: Callable[[bytes], None]) -> None:
         """Feed `sink` one 320-byte PCM frame per tick from now on (see the module docstring)."""
-        self._playout = PlayoutBuffer(delay=self._playout.delay)
+        self._playout = self._new_playout()
         self.recording_error = None
         self._sink = sink
 
@@ -455,6 +463,10 @@ class MediaSession:
         self._counters["packets_out"] += 1
         return True
 
+    def _new_playout(self) -> Reframer:
+        return Reframer(PlayoutBuffer(delay=self._jitter_frames), silence=self._silence_payload[:1],
+                        frame_bytes=FRAME_SAMPLES)
+
     def _decode(self, frame: bytes | None) -> bytes:
         if frame is None:
             return PCM_SILENCE
@@ -515,7 +527,13 @@ class MediaSession:
             return
         if digit is None:
             return
-        counters["digits"] += 1
+        self.key_pressed(digit)
+
+    def key_pressed(self, digit: str) -> None:
+        """One key press, from RFC 4733 or from SIP INFO: queued for the flow, stops an interruptible prompt."""
+        if self._closed:
+            return
+        self._counters["digits"] += 1
         self.digits.put_nowait(digit)
         for playback in self._plays:
             if playback.interrupt_on_digit and not playback.future.done():

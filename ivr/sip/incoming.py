@@ -102,9 +102,11 @@ class IncomingCall(DialogLeg):
         self._final(status, reason)
         self._end("rejected")
 
-    async def hangup(self) -> None:
-        """End the call from our side: BYE once the dialog is confirmed (480 if still ringing), wait for its answer."""
-        await self._terminate("local_bye", ringing_status=480)
+    async def hangup(self, reason: str = "local_bye") -> None:
+        """End the call from our side: BYE once the dialog is confirmed (480 if still ringing), wait for its answer.
+
+        `reason` becomes `end_reason` (e.g. "no_media" when the caller's RTP stopped)."""
+        await self._terminate(reason, ringing_status=480)
 
     # events from the server ------------------------------------------------------------------
 

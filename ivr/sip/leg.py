@@ -14,6 +14,7 @@ from typing import Protocol
 
 from config.logs import get_logger
 from ivr.sip.dialog import Dialog
+from ivr.sip.info import DTMF_TYPES, DtmfInfoError, dtmf_from_info
 from ivr.sip.message import Request, Response, SipParseError, build_response, parse_name_addr, split_header_list
 from ivr.sip.sdp import AudioChoice, NoCommonCodec, SdpError, SessionDescription, build_answer, negotiate, parse_sdp
 from ivr.sip.transactions import InviteServerTransaction
@@ -45,8 +46,10 @@ class SipLeg(Protocol):
     end_reason: str | None
     remote_media: AudioChoice | None
     on_media_update: Callable[[AudioChoice], None] | None
+    on_digit: Callable[[str], None] | None
+    on_hold: bool
 
-    async def hangup(self) -> None: ...
+    async def hangup(self, reason: str = "local_bye") -> None: ...
 
 
 class DialogLeg:
@@ -64,6 +67,8 @@ class DialogLeg:
         self.on_hold = False
         self.on_media_update: Callable[[AudioChoice], None] | None = None
         """Set by the call layer to hear about re-INVITEs that move or hold the media."""
+        self.on_digit: Callable[[str], None] | None = None
+        """Set by the call layer to receive key presses sent as SIP INFO (ivr/sip/info.py)."""
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         self.state = "new"
@@ -133,6 +138,26 @@ class DialogLeg:
         self._offer = offer
         self._update_media(choice)
         return self._ok(request, self._answer_sdp(offer, choice))
+
+    def on_info(self, request: Request) -> Response:
+        """INFO in this dialog: a key press (dtmf-relay / dtmf) goes to `on_digit`; see ivr/sip/info.py for the answers."""
+        assert self.dialog is not None
+        tag = self.dialog.local_tag
+        if not request.body.strip():
+            return build_response(request, 200, to_tag=tag, source=self.source)  # legacy keep-alive
+        try:
+            digit = dtmf_from_info(request.content_type, request.body)
+        except DtmfInfoError as e:
+            self._log.warning("sip.info_refused", reason=str(e))
+            return build_response(request, 400, str(e)[:100], to_tag=tag, source=self.source)
+        if digit is None:
+            self._log.info("sip.info_refused", content_type=(request.content_type or "")[:60])
+            return build_response(request, 415, to_tag=tag, headers=[("Accept", ", ".join(DTMF_TYPES))],
+                                  source=self.source)
+        self._log.info("sip.info_dtmf", digit=digit)
+        if self.on_digit is not None:
+            self.on_digit(digit)
+        return build_response(request, 200, to_tag=tag, source=self.source)
 
     def invite_timed_out(self) -> None:
         """Timer H: our 2xx was never ACKed, so the dialog must be ended with a BYE (RFC 3261 13.3.1.4)."""

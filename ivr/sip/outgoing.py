@@ -137,9 +137,9 @@ class OutgoingCall(DialogLeg):
         """The outcome once known: answered (dialog confirmed, ACK sent) or why not."""
         return await asyncio.shield(self._result)
 
-    async def hangup(self) -> None:
-        """CANCEL while ringing (then wait for the outcome), BYE once answered."""
-        await self._terminate("local_bye")
+    async def hangup(self, reason: str = "local_bye") -> None:
+        """CANCEL while ringing (then wait for the outcome), BYE once answered; `reason` becomes end_reason."""
+        await self._terminate(reason)
 
     async def shutdown(self) -> None:
         await self._terminate("shutdown")

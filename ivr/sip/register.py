@@ -305,6 +305,8 @@ class RegistrationStatus:
     last_error: str | None
     failures: int = 0
     addresses: list[str] = field(default_factory=list)
+    failing_for: float | None = None
+    """Seconds since the first of the current run of failed attempts; None while the last one succeeded."""
 
 
 class Registration:
@@ -338,6 +340,7 @@ class Registration:
         self.registered_until: float | None = None
         self.last_error: str | None = None
         self.failures = 0
+        self._failing_since: float | None = None
         self.registrations = 0
         """Successful REGISTERs (first and refreshes), for tests and health."""
         self.retry_delays: list[float] = []
@@ -376,8 +379,9 @@ class Registration:
         remaining = None
         if self.registered_until is not None:
             remaining = max(0.0, self.registered_until - time.monotonic())
+        failing_for = None if self._failing_since is None else time.monotonic() - self._failing_since
         return RegistrationStatus(self.state, self.registrar, self.username, remaining, self.last_error,
-                                  self.failures, sorted(self.addresses))
+                                  self.failures, sorted(self.addresses), failing_for)
 
     def is_registrar(self, address: str) -> bool:
         """True if `address` is one of the registrar's addresses (the PBX that sends our calls)."""
@@ -411,6 +415,8 @@ class Registration:
                 if not isinstance(exc, _Failed):
                     self._log.exception("registration attempt crashed")
                 self.failures += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 self.last_error = e.reason
                 if e.auth:
                     delay = self.timing.retry_max
@@ -429,6 +435,7 @@ class Registration:
                 continue
             backoff = self.timing.retry_min
             self.failures = 0
+            self._failing_since = None
             self.last_error = None
             self.registrations += 1
             self.granted = granted

@@ -6,6 +6,14 @@ returns that as an `AudioChoice` or raises `NoCommonCodec` (the call layer answe
 a body that is not SDP at all raises `SdpError` (400). `build_answer` keeps one m= line per
 offered stream, rejecting the others with port 0, as RFC 3264 section 6 requires: an answer
 that drops the offer's video line is refused by strict peers.
+
+Packetization (RFC 4566 6, RFC 3264 6.1, RFC 3551 4.2/4.5): an offer's a=ptime is the
+duration the caller would *like* to receive, a hint; a=maxptime is the most it can take, a
+limit. We always send 20 ms (the G.711 default every RTP/AVP endpoint must accept), so any
+ptime is fine and only a maxptime below 20 cannot work: that offer gets 488, naming why. Our
+answer says a=ptime:20 (what we would like), but we accept packets of any duration the caller
+sends (10, 30, 40, 60 ms...; RFC 3551 4.2 asks receivers for 0-200 ms): the media layer cuts
+them into 20 ms frames (ivr/media/playout.py `Reframer`).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ DEFAULT_PREFERENCES = (PCMU, PCMA)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 _HOLD_ADDRESSES = ("0.0.0.0", "::")
+SEND_PTIME = 20
+"""Milliseconds of audio in every packet we send (one tick of the media clock)."""
 DTMF_EVENTS = frozenset(range(16))
 """0-9, *, #, A-D: the events a keypad sends and the RFC 4733 default when fmtp is absent."""
 
@@ -71,6 +81,7 @@ class MediaDescription:
     connection: str | None = None
     direction: str | None = None
     ptime: int | None = None
+    maxptime: int | None = None
     rtpmap: dict[int, RtpMap] = field(default_factory=dict)
     fmtp: dict[int, str] = field(default_factory=dict)
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
@@ -168,10 +179,10 @@ def _apply_attribute(sdp: SessionDescription, media: MediaDescription | None, va
     elif name == "fmtp":
         pt_text, _, params = arg.partition(" ")
         media.fmtp[_payload_type(pt_text)] = params.strip()
-    elif name == "ptime":
+    elif name in ("ptime", "maxptime"):
         if not _DIGITS.match(arg.strip()):
-            raise SdpError(f"invalid ptime {arg[:20]!r}")
-        media.ptime = int(arg)
+            raise SdpError(f"invalid {name} {arg[:20]!r}")
+        setattr(media, name, int(arg) or None)  # 0 is no value (RFC 3264 6.1: ptime MUST be > 0): ignored
 
 
 def _payload_type(text: str) -> int:
@@ -252,6 +263,8 @@ def negotiate(offer: SessionDescription, preferences: tuple[str, ...] = DEFAULT_
         kinds = ", ".join(f"{m.media} {m.port} {m.proto}" for m in offer.media) or "no m= lines"
         raise NoCommonCodec(f"no active RTP/AVP audio stream ({kinds})")
     index, media = audio[0]
+    if media.maxptime is not None and media.maxptime < SEND_PTIME:
+        raise NoCommonCodec(f"offer's maxptime is {media.maxptime} ms; we send {SEND_PTIME} ms packets")
     payload_type, codec = _choose_codec(media, preferences)
     host = media.connection or offer.connection
     if host is None:

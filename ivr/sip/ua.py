@@ -11,10 +11,12 @@ Contract used by the call layer (ivr/service.py):
         await accept(local_rtp_port: int) -> bool      # 200 OK with our SDP answer; True once ACKed,
                                                         # False if never ACKed (Timer H: call ended)
         await reject(status: int, reason: str | None = None)
-        await hangup()                                 # BYE (our side ends the call)
+        await hangup(reason="local_bye")               # BYE (our side ends the call); reason -> end_reason
         ended: asyncio.Event                           # set on BYE/CANCEL from the peer, Timer H, or our hangup
-        end_reason: str | None                         # "caller_bye", "cancel", "no_ack", "local_bye", "shutdown"
+        end_reason: str | None                         # "caller_bye", "cancel", "no_ack", "local_bye", "shutdown",
+                                                       # "no_media" (ivr/call.py ended a call whose RTP stopped)
         on_hold: bool                                  # re-INVITE put us on hold (keep the call)
+        on_digit: Callable[[str], None] | None         # key presses sent as SIP INFO (ivr/sip/info.py)
 
 Additions beyond that contract:
     SipServer(..., timers=Timers(t1=...)) shrinks the RFC 3261 timers for tests (defaults: RFC values).
@@ -62,7 +64,9 @@ Trunk mode policy (the RFC decisions are in the report and in the tests):
 - INVITE: 100 at once, then 180; 415/406/416/420/488/400 before ringing when the offer or
   the request cannot work; the call layer decides the rest through `on_call`;
 - OPTIONS 200 with Allow/Accept; REGISTER 405 (we are no registrar); other methods 501;
-- in-dialog: BYE 200, re-INVITE 200 with our SDP, UPDATE 200, INFO 200, OPTIONS 200,
+- in-dialog: BYE 200, re-INVITE 200 with our SDP, UPDATE 200, OPTIONS 200; INFO: 200 with a
+  key press (application/dtmf-relay or application/dtmf, fed to the call's digits like RFC 4733)
+  or without body, 400 for a DTMF body naming no key, 415 for other bodies (ivr/sip/info.py);
   anything else 501; unknown dialog 481; ACK never answered.
 """
 
@@ -520,11 +524,12 @@ class SipServer:
             self._reinvite(call, request, source)
         elif method == "UPDATE":
             self._answer(request, source, call.on_update(request))
-        elif method in ("INFO", "OPTIONS"):
-            self._log.info("sip.in_dialog", method=method, call_id=call.call_id, content_type=request.content_type)
-            if method == "OPTIONS":
-                ok.headers.add("Allow", ALLOW)
-                ok.headers.add("Accept", "application/sdp")
+        elif method == "INFO":
+            self._answer(request, source, call.on_info(request))
+        elif method == "OPTIONS":
+            self._log.info("sip.in_dialog", method=method, call_id=call.call_id)
+            ok.headers.add("Allow", ALLOW)
+            ok.headers.add("Accept", "application/sdp")
             self._answer(request, source, ok)
         else:
             self._refuse(request, source, 501, headers=[("Allow", ALLOW)])
