@@ -30,6 +30,7 @@ TEXT: dict[str, dict[str, str]] = {
         "targets": "目标", "done": "完成", "pending": "待呼", "failed": "失败", "dropped": "剔除",
         "contact_rate": "接通率", "ratings": "满意度（1/2/3/无）", "dnc": "免打扰名单", "phone": "号码", "reason": "原因",
         "add": "加入", "remove": "移除", "none": "暂无任务", "created": "已创建", "drop_reasons": "剔除原因",
+        "source": "呼叫对象", "source_cases": "已答复案件（回访）", "source_callbacks": "未接来电回拨名单（回拨）",
     },
     "en": {
         "title": "Return-visit campaigns", "list": "Campaigns", "create": "New campaign", "name": "Name",
@@ -40,6 +41,8 @@ TEXT: dict[str, dict[str, str]] = {
         "failed": "Failed", "dropped": "Dropped", "contact_rate": "Contact rate", "ratings": "Ratings (1/2/3/none)",
         "dnc": "Do-not-call list", "phone": "Number", "reason": "Reason", "add": "Add", "remove": "Remove",
         "none": "No campaigns yet", "created": "Created", "drop_reasons": "Dropped, by reason",
+        "source": "Who to call", "source_cases": "Cases replied (return visit)",
+        "source_callbacks": "Callback list (missed-call callback)",
     },
 }
 

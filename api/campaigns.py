@@ -33,6 +33,7 @@ from api.context import CTX
 from api.errors import ApiError, json_response
 from api.openapi import Routes
 from api.validation import ApiModel, parse_body, parse_query
+from campaigns.callback_targets import preview_callbacks, select_callbacks
 from campaigns.errors import CampaignError, NotFound, StateError, TargetError, WindowError
 from campaigns.lifecycle import check_recurrence, create_campaign, progress, transition
 from campaigns.models import CANCELLED, PAUSED, RUNNING, SCHEDULED, Campaign, CampaignTarget, DoNotCall, FollowUp
@@ -65,9 +66,10 @@ T = TypeVar("T")
 
 
 class Selection(ApiModel):
-    """Cases replied or closed in [since, until), optionally of one category or unit; or none (upload a CSV later)."""
+    """Cases replied or closed in [since, until), optionally of one category or unit; or none (upload a CSV later);
+    or "callbacks": the open entries of the callback list (purpose "callback" only)."""
 
-    source: Literal["cases", "csv"] = "cases"
+    source: Literal["cases", "csv", "callbacks"] = "cases"
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     statuses: list[Literal["replied", "closed"]] = Field(default_factory=lambda: list(SELECT_STATUSES))
@@ -143,6 +145,8 @@ class CampaignList(ApiModel):
 class TargetOut(ApiModel):
     id: int
     case_number: str | None
+    callback_id: int | None = None
+    """A callback campaign's target: the callback-list entry."""
     phone: str | None
     state: str
     drop_reason: str | None
@@ -276,7 +280,7 @@ def shown_phone(role: str, case: Case | None, phone: str | None) -> str | None:
 
 
 def _target_out(role: str, t: CampaignTarget, case: Case | None) -> TargetOut:
-    return TargetOut(id=t.id, case_number=t.case_number, phone=shown_phone(role, case, t.phone), state=t.state,
+    return TargetOut(id=t.id, case_number=t.case_number, callback_id=t.callback_id, phone=shown_phone(role, case, t.phone), state=t.state,
                      drop_reason=t.drop_reason, attempts=t.attempts, outcome=t.outcome, rating=t.rating,
                      next_attempt_at=t.next_attempt_at)
 
@@ -325,6 +329,9 @@ async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, CampaignCreate)
     ctx = request.app[CTX]
     sel = body.selection
+    if (sel.source == "callbacks") != (body.purpose == "callback"):
+        raise _error(CampaignError('a "callback" campaign selects from source "callbacks" (the callback list), '
+                                   "and only it does"), "selection.source")
     if sel.source == "cases" and (sel.since is None or sel.until is None):
         raise _error(TargetError("give selection.since and selection.until (or source \"csv\")"), "selection")
     for name, value in (("selection.since", sel.since), ("selection.until", sel.until), ("start_at", body.start_at)):
@@ -360,6 +367,8 @@ async def create(request: web.Request) -> web.Response:
                                  unit=sel.unit)
             add_targets(s, campaign, preview(s, cases, campaign_id=campaign.id), now=utcnow())
             campaign.last_run_at = sel.until if campaign.recurrence else None
+        elif sel.source == "callbacks":
+            add_targets(s, campaign, preview_callbacks(s, select_callbacks(s), campaign_id=campaign.id), now=utcnow())
         out = campaign_out(s, campaign)
         return CampaignCreated(**out.model_dump(), preview=_stored_preview(s, campaign.id))
 
@@ -436,6 +445,8 @@ async def upload_targets(request: web.Request) -> web.Response:
         campaign = _campaign(s, request)
         if campaign.state in ("finished", "cancelled"):
             raise StateError(f"campaign {campaign.name!r} is {campaign.state}: no targets can be added")
+        if campaign.purpose == "callback":
+            raise TargetError(f"campaign {campaign.name!r} rings the callback list: it takes no case numbers")
         cases, errors = read_case_numbers_csv(s, text)
         result = preview(s, cases, campaign_id=campaign.id)
         added = add_targets(s, campaign, result, now=utcnow())

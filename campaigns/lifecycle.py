@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from campaigns.callback_call import SCRIPT as CALLBACK_SCRIPT
+from campaigns.callback_targets import SOURCE as CALLBACK_SOURCE
 from campaigns.errors import CampaignError, NotFound, StateError
 from campaigns.models import (
     CANCELLED,
@@ -90,6 +92,12 @@ def create_campaign(
         raise CampaignError("a campaign needs a name of 1 to 120 characters")
     if purpose not in PURPOSES:
         raise CampaignError(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
+    from_callbacks = (selection or {}).get("source") == CALLBACK_SOURCE
+    if from_callbacks != (purpose == "callback"):
+        # The callback list has no cases to rate, and a return visit has no callback entry to close.
+        raise CampaignError(f"a {purpose} campaign selects its targets "
+                            f"{'from the callback list' if purpose == 'callback' else 'from cases or a CSV'}, "
+                            f"not from {'the callback list' if from_callbacks else 'cases'}")
     if session.scalar(select(Campaign.id).where(Campaign.name == name)) is not None:
         raise CampaignError(f"a campaign named {name!r} exists already")
     tz = timezone or defaults.timezone or calendar_timezone
@@ -122,7 +130,7 @@ def create_campaign(
         days=day_rule if isinstance(day_rule, str) else list(day_rule),
         timezone=tz,
         caller_id=caller_id or defaults.caller_id,
-        prompt_script=prompt_script or defaults.prompt_script,
+        prompt_script=prompt_script or (CALLBACK_SCRIPT if purpose == "callback" else defaults.prompt_script),
         recurrence=recurrence,
         start_at=start_at,
         created_by=created_by,

@@ -91,7 +91,7 @@ class Campaign(Base):
 
 
 class CampaignTarget(Base):
-    """One person to call for one case (or one missed call)."""
+    """One person to call for one case (return visit) or one callback-list entry (missed-call callback)."""
 
     __tablename__ = "campaign_target"
     __table_args__ = (
@@ -104,6 +104,8 @@ class CampaignTarget(Base):
     case_id: Mapped[int | None] = mapped_column(ForeignKey("case.id", ondelete="SET NULL"), index=True)
     """None once the case was deleted; the number is kept for the record."""
     case_number: Mapped[str | None] = mapped_column(String(20))
+    callback_id: Mapped[int | None] = mapped_column(ForeignKey("callback.id", ondelete="SET NULL"), index=True)
+    """A missed-call callback campaign's target: the callback-list entry it rings back (cases/callbacks.py)."""
     phone: Mapped[str | None] = mapped_column(String(20), index=True)
     """E.164 (+86…); None only for a dropped target without a usable number."""
     state: Mapped[str] = mapped_column(String(10), default=PENDING)

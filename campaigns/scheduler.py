@@ -35,6 +35,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from campaigns.callback_targets import SOURCE as CALLBACK_SOURCE
+from campaigns.callback_targets import preview_callbacks, select_callbacks
 from campaigns.errors import CampaignError, NotFound
 from campaigns.lifecycle import transition
 from campaigns.models import JOBS_TABLE, RUNNING, SCHEDULED, Campaign
@@ -91,11 +93,16 @@ def run_recurrence(sessions: sessionmaker[Session], campaign_id: int, now: dt.da
         if now <= since:
             return 0
         sel = campaign.selection or {}
-        cases = select_cases(
-            s, since=since, until=now, statuses=sel.get("statuses") or SELECT_STATUSES,
-            category=sel.get("category"), unit=sel.get("unit"),
-        )
-        n = add_targets(s, campaign, preview(s, cases, campaign_id=campaign.id), now=now)
+        if sel.get("source") == CALLBACK_SOURCE:
+            # A recurring callback sweep: whoever is on the list and open now.
+            result = preview_callbacks(s, select_callbacks(s), campaign_id=campaign.id)
+        else:
+            cases = select_cases(
+                s, since=since, until=now, statuses=sel.get("statuses") or SELECT_STATUSES,
+                category=sel.get("category"), unit=sel.get("unit"),
+            )
+            result = preview(s, cases, campaign_id=campaign.id)
+        n = add_targets(s, campaign, result, now=now)
         campaign.last_run_at = now
         if n and campaign.state == SCHEDULED:
             transition(s, campaign, RUNNING, now=now)

@@ -33,14 +33,18 @@ class NeedsIvr(HotlineError):
 
 
 class CampaignDialer:
-    """The IVR's dialer as the runner sees it: answered calls are "campaign" calls, their comment a "campaign" recording."""
+    """The IVR's dialer as the runner sees it: answered calls are "campaign" calls, a return visit's comment a
+    "campaign" recording, a callback's message a "voicemail" one."""
 
     def __init__(self, dialer: IvrDialer) -> None:
         self.dialer = dialer
 
-    async def dial(self, number: str, *, ring_timeout: float, caller_id: str) -> DialResult:
+    async def dial(self, number: str, *, ring_timeout: float, caller_id: str, purpose: str = "return_visit") -> DialResult:
+        # A callback call's message is a citizen's message like an inbound one: stored as a voicemail
+        # so transcription makes a draft case of it.
+        kind = live.VOICEMAIL if purpose == "callback" else live.CAMPAIGN
         return await self.dialer.dial(number, ring_timeout=ring_timeout, caller_id=caller_id,
-                                      disposition=DISPOSITION, record_kind=live.CAMPAIGN)
+                                      disposition=DISPOSITION, record_kind=kind)
 
 
 def check_parts(parts: tuple[str, ...] | list[str]) -> None:

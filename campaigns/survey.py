@@ -38,6 +38,9 @@ class SurveyResult:
     operator_requested: bool = False
     """Key 0 while open: the runner hands the call to an operator (bridge: a later issue)."""
     comment: RecordOutcome | None = None
+    """What the callee said: a comment after the rating, or a callback call's message."""
+    choice: str | None = None
+    """A callback call: "operator" (handed to one) or "message" (left one); None when they chose nothing."""
     keys: str = ""
     """Every key pressed, in order (kept on the attempt for disputes)."""
 

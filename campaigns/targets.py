@@ -56,6 +56,11 @@ DROP_REASONS = (
     "no_calls_requested",
     "already_visited",
     "already_targeted",
+    # a missed-call callback campaign's targets (campaigns/callback_targets.py)
+    "already_calling",
+    "callback_claimed",
+    "callback_done",
+    "callback_deleted",
 )
 CASE_NUMBER = re.compile(r"^\d{8}-\d{4,}$")
 MAX_CSV_BYTES = 5_000_000
@@ -163,6 +168,8 @@ class Candidate:
     case_number: str | None
     phone: str | None
     drop_reason: str | None = None
+    callback_id: int | None = None
+    """Set for a callback-list entry (then case_id and case_number are None)."""
 
 
 @dataclass
@@ -298,6 +305,7 @@ def add_targets(session: Session, campaign: Campaign, result: Preview, *, now: d
                 campaign_id=campaign.id,
                 case_id=c.case_id,
                 case_number=c.case_number,
+                callback_id=c.callback_id,
                 phone=c.phone,
                 state=PENDING if callable_ else DROPPED,
                 drop_reason=c.drop_reason,

@@ -56,6 +56,8 @@ class Callback(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
     outcome: Mapped[str | None] = mapped_column(String(20))
     note: Mapped[str | None] = mapped_column(Text)
+    done_by: Mapped[str | None] = mapped_column(String(80))
+    """Who closed it when that was not a person with a claim: "campaign <id>" (a callback campaign reached them)."""
 
 
 def dialable(number: str | None) -> str | None:
@@ -161,3 +163,32 @@ def complete(session: Session, callback_id: int, user_id: int, outcome: str, not
         raise CallbackConflict(f"callback {callback_id} is claimed by {who}; claim it before marking it done")
     row.done_at, row.outcome, row.note = now or utcnow(), outcome, note
     return row
+
+
+def append_note(row: Callback, text: str) -> None:
+    """Add a line to the entry's note (kept within NOTE_MAX, newest last), for the person who rings next."""
+    line = text.replace("\x00", "").strip()
+    note = f"{row.note}\n{line}" if row.note else line
+    row.note = note[-NOTE_MAX:]
+
+
+def complete_by_system(session: Session, callback_id: int, by: str, outcome: str, note: str | None = None,
+                       now: dt.datetime | None = None) -> bool:
+    """Close an entry nobody claimed, on behalf of `by` (e.g. "campaign 3" that reached the caller).
+
+    One conditional UPDATE, like :func:`claim`: if a person claimed it (or closed it) meanwhile,
+    nothing changes and False comes back; their claim wins and the caller of this adds a note instead.
+    """
+    if outcome not in OUTCOMES:
+        raise CallbackError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+    row = _get(session, callback_id)
+    done = session.execute(
+        update(Callback)
+        .where(Callback.id == callback_id, Callback.claimed_by.is_(None), Callback.done_at.is_(None))
+        .values(done_at=now or utcnow(), outcome=outcome, done_by=by[:80])
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(row)
+    if done.rowcount and note:
+        append_note(row, note)
+    return bool(done.rowcount)

@@ -54,7 +54,10 @@ def begin(settings: Settings, call: Call, kind: str = VOICEMAIL) -> Path:
         raise ValueError(f"live recording kind must be one of {sorted(_CHANNELS)}, not {kind!r}")
     name = f"{call.id}.wav" if kind == VOICEMAIL else f"{call.id}.{kind}.wav"
     wav = live_dir(settings) / name
-    meta = {"call_id": call.id, "caller": call.caller, "started_at": call.started_at.isoformat(), "kind": kind}
+    # The recording's "caller" is the citizen speaking: on an outbound call that is the number we rang
+    # (a callback's message becomes a draft case whose number must be theirs, not the centre's).
+    speaker = call.called if call.direction == "out" else call.caller
+    meta = {"call_id": call.id, "caller": speaker, "started_at": call.started_at.isoformat(), "kind": kind}
     write_atomic(wav.with_suffix(".json"), json.dumps(meta).encode())
     return wav
 

@@ -317,6 +317,32 @@ def _catalogue() -> tuple[Segment, ...]:
             {"zh": "现在是非工作时间，无法转接人工服务。", "en": "Our operators are not on duty at this time."},
             "key 0 while the centre is closed; the question follows again",
         ),
+        # Missed-call callback campaign (campaigns/callback_call.py reads <prompt_script>_<part>, script "callback").
+        Segment(
+            "callback_intro",
+            {"zh": "您好，这里是12389热线，给您回电。",
+             "en": "Hello, this is the 12389 hotline returning your call."},
+            "outbound missed-call callback: first thing the callee hears",
+            tts={"zh": "您好，这里是一二三八九热线，给您回电。",
+                 "en": "Hello, this is the 1 2 3 8 9 hotline returning your call."},
+        ),
+        Segment(
+            "callback_menu",
+            {"zh": "现在与话务员通话请按1，留言请按2，重听请按9。",
+             "en": "To talk to an operator now, press 1. To leave a message, press 2. To hear this again, press 9."},
+            "callback menu after the intro",
+        ),
+        Segment(
+            "callback_no_operator",
+            {"zh": "目前没有可以接听的话务员，请您留言，我们会尽快处理。",
+             "en": "No operator is available right now. Please leave a message and we will deal with it as soon as possible."},
+            "key 1 while no operator is on duty (or none can be reached from this call): the message follows",
+        ),
+        Segment(
+            "callback_transfer",
+            {"zh": "正在为您转接话务员，请稍候。", "en": "Connecting you to an operator, please hold."},
+            "key 1 while an operator is on duty",
+        ),
     ]
     for d in range(10):
         s.append(Segment(f"digit_{d}", {"zh": _DIGITS_ZH[d], "en": _DIGITS_EN[d]}, "numbers read digit by digit"))

@@ -54,19 +54,23 @@ class FakeResult:
 
 
 class FakeDialer:
-    """Outcomes scripted per number (default answered); answered calls press ``keys[number]``."""
+    """Outcomes scripted per number (default answered); answered calls press ``keys[number]`` at ``prompt``."""
 
     def __init__(self, outcomes: dict[str, list[str]] | None = None, keys: dict[str, str] | None = None,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, prompt: str = "return_visit_question") -> None:
         self.outcomes = {k: list(v) for k, v in (outcomes or {}).items()}
         self.keys = keys or {}
         self.gate = gate
+        self.prompt = prompt
+        self.purposes: list[str] = []
+        self.answered: list[ScriptedCall] = []
         self.calls: list[str] = []
         self.active = 0
         self.max_active = 0
 
-    async def dial(self, number: str, *, ring_timeout: float, caller_id: str) -> FakeResult:
+    async def dial(self, number: str, *, ring_timeout: float, caller_id: str, purpose: str = "return_visit") -> FakeResult:
         self.calls.append(number)
+        self.purposes.append(purpose)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -75,7 +79,9 @@ class FakeDialer:
             queue = self.outcomes.get(number)
             outcome = queue.pop(0) if queue else "answered"
             if outcome == "answered":
-                return FakeResult(outcome, 200, ScriptedCall({"return_visit_question": self.keys.get(number, "1")}))
+                call = ScriptedCall({self.prompt: self.keys.get(number, "1")})
+                self.answered.append(call)
+                return FakeResult(outcome, 200, call)
             return FakeResult(outcome, {"busy": 486, "no_answer": 408, "rejected": 603, "invalid_number": 404}.get(outcome), None)
         finally:
             self.active -= 1

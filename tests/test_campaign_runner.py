@@ -208,7 +208,7 @@ async def test_dialer_exception_is_a_failed_attempt_and_retried(ctx, sessions) -
     setup(sessions)
 
     class Broken:
-        async def dial(self, number, *, ring_timeout, caller_id):  # type: ignore[no-untyped-def]
+        async def dial(self, number, *, ring_timeout, caller_id, purpose):  # type: ignore[no-untyped-def]
             raise OSError("no route to the SIP trunk")
 
     r = runner(ctx, Broken(), Clock(at("2026-09-16 15:00")))
@@ -262,7 +262,7 @@ CHILD = textwrap.dedent(
     from campaign_support import Clock, at
 
     class Ringing:
-        async def dial(self, number, *, ring_timeout, caller_id):
+        async def dial(self, number, *, ring_timeout, caller_id, purpose):
             print("ringing", number, flush=True)
             await asyncio.sleep(3600)
 

@@ -22,9 +22,12 @@ from sipp_support import SippProcess, free_media_port, free_udp_port, make_rtp_p
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from campaigns.callback_targets import preview_callbacks, select_callbacks
 from campaigns.lifecycle import transition
 from campaigns.models import Campaign, CampaignAttempt, CampaignTarget, DoNotCall, FollowUp
 from campaigns.targets import add_targets, preview
+from cases import callbacks
+from cases.callbacks import Callback
 from cases.models import Case, CaseEvent
 from config.db import make_engine, session_factory, transaction
 from ivr.models import Call
@@ -245,3 +248,57 @@ def test_kill_9_mid_campaign(ivr_service, citizens) -> None:  # type: ignore[no-
         (phones["first"], 1, "interrupted"), (phones["first"], 2, "answered"), (phones["second"], 1, "answered")]
     assert dialled(proc) == {phones["first"]: 2, phones["second"]: 1}, "one INVITE per attempt, none lost"
     assert max_simultaneous(proc) <= 2  # the dead process's call lingers at SIPp until it gives up on it
+
+
+def test_callback_campaign_rings_the_callback_list(ivr_service, citizens) -> None:  # type: ignore[no-untyped-def]
+    """The callback list as targets: the citizen who presses 1 hears "no operator available" (no queue in this
+    process) and leaves a message, stored as a voicemail in their name; the entry is completed by the campaign.
+    The busy one stays open for a person with a note; the one on the do-not-call list is never rung."""
+    proc, port = citizens
+    svc = ivr_service(service_env(port, IN_WINDOW, HOTLINE_VOICEMAIL__MAX_SECONDS="5"), start=False,
+                      parts=("ivr", "scheduler"))
+    sessions = db(svc)
+    phones = {k: PHONES[k] for k in ("key1", "hangs_up", "busy", "dnc")}
+    with transaction(sessions) as s:
+        ids = {k: callbacks.add(s, p, "abandoned").id for k, p in phones.items()}
+        s.add(DoNotCall(phone=e164(PHONES["dnc"]), reason="asked", added_by="test"))
+        s.flush()
+        campaign = new_campaign(s, "Missed calls", purpose="callback", selection={"source": "callbacks"},
+                                windows=["09:00-12:00", "14:30-20:00"], concurrency=2, max_attempts=1)
+        assert add_targets(s, campaign, preview_callbacks(s, select_callbacks(s), campaign_id=campaign.id)) == 3
+        transition(s, campaign, "scheduled")
+        cid = campaign.id
+    svc.start()
+
+    def settled() -> bool:
+        return all(t.state in ("done", "failed", "dropped") for t in targets(sessions).values())
+
+    wait_for("every target settled", settled, svc, timeout=120)
+    got = targets(sessions)
+    assert {k: (got[p].state, got[p].outcome, got[p].drop_reason) for k, p in phones.items()} == {
+        "key1": ("done", "answered", None), "hangs_up": ("done", "answered", None),
+        "busy": ("failed", "busy", None), "dnc": ("dropped", None, "do_not_call")}, svc.describe()
+    assert dialled(proc) == {PHONES[k]: 1 for k in ("key1", "hangs_up", "busy")}
+    with sessions() as s:
+        rows = {k: s.get(Callback, v) for k, v in ids.items()}
+        assert {k: (r.outcome, r.done_by) for k, r in rows.items()} == {
+            "key1": ("reached", f"campaign {cid}"), "hangs_up": ("reached", f"campaign {cid}"),
+            "busy": (None, None), "dnc": (None, None)}
+        assert "asked for an operator, none available; left a message" in rows["key1"].note
+        assert rows["busy"].done_at is None and "unreachable after 1 attempts (last: busy)" in rows["busy"].note
+        attempt = s.scalars(select(CampaignAttempt).join(CampaignTarget)
+                            .where(CampaignTarget.phone == e164(PHONES["key1"]))).one()
+        assert attempt.keys == "1" and attempt.call_id is not None
+
+    def recorded() -> Any:
+        with sessions() as s:
+            call = s.get(Call, attempt.call_id)
+            return call if call is not None and call.recording_id is not None and call.ended_at is not None else None
+
+    call = wait_for("the message stored", recorded, svc, timeout=30)
+    with sessions() as s:
+        rec = s.get(Recording, call.recording_id)
+        assert rec is not None and (rec.kind, rec.call_id, rec.channels) == ("voicemail", call.id, 1)
+        assert rec.caller is not None and rec.caller.endswith(PHONES["key1"]), "the citizen's number, not the centre's"
+        assert 3 <= rec.duration <= 10
+    assert not list(svc.live_dir.glob("*.json")), "no sidecar left behind"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 03:05:13.483056
+Create Date: 2026-12-07 03:12:38.331192
 """
 from alembic import op
 import sqlalchemy as sa
@@ -266,6 +266,7 @@ def upgrade() -> None:
     sa.Column('done_at', config.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=20), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('done_by', sa.String(length=80), nullable=True),
     sa.ForeignKeyConstraint(['claimed_by'], ['staff_user.id'], name=op.f('fk_callback_claimed_by_staff_user')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_callback'))
     )
@@ -274,34 +275,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_callback_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_callback_done_at'), ['done_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_callback_phone'), ['phone'], unique=False)
-
-    op.create_table('campaign_target',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('campaign_id', sa.Integer(), nullable=False),
-    sa.Column('case_id', sa.Integer(), nullable=True),
-    sa.Column('case_number', sa.String(length=20), nullable=True),
-    sa.Column('phone', sa.String(length=20), nullable=True),
-    sa.Column('state', sa.String(length=10), nullable=False),
-    sa.Column('drop_reason', sa.String(length=40), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', config.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('outcome', sa.String(length=20), nullable=True),
-    sa.Column('rating', sa.Integer(), nullable=True),
-    sa.Column('opted_out', sa.Boolean(), nullable=False),
-    sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('run_at', config.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("state IN ('pending', 'dialing', 'done', 'failed', 'dropped')", name=op.f('ck_campaign_target_state')),
-    sa.CheckConstraint('rating IS NULL OR rating IN (1, 2, 3)', name=op.f('ck_campaign_target_rating')),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], name=op.f('fk_campaign_target_campaign_id_campaign'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['case_id'], ['case.id'], name=op.f('fk_campaign_target_case_id_case'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_target'))
-    )
-    with op.batch_alter_table('campaign_target', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_campaign_target_campaign_id'), ['campaign_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_campaign_target_case_id'), ['case_id'], unique=False)
-        batch_op.create_index('ix_campaign_target_due', ['campaign_id', 'state', 'next_attempt_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_campaign_target_phone'), ['phone'], unique=False)
 
     op.create_table('case_deadline_alert',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -383,6 +356,56 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_transcription_job_recording_id'), ['recording_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_transcription_job_state'), ['state'], unique=False)
 
+    op.create_table('campaign_target',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('case_number', sa.String(length=20), nullable=True),
+    sa.Column('callback_id', sa.Integer(), nullable=True),
+    sa.Column('phone', sa.String(length=20), nullable=True),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('drop_reason', sa.String(length=40), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', config.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('outcome', sa.String(length=20), nullable=True),
+    sa.Column('rating', sa.Integer(), nullable=True),
+    sa.Column('opted_out', sa.Boolean(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('run_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("state IN ('pending', 'dialing', 'done', 'failed', 'dropped')", name=op.f('ck_campaign_target_state')),
+    sa.CheckConstraint('rating IS NULL OR rating IN (1, 2, 3)', name=op.f('ck_campaign_target_rating')),
+    sa.ForeignKeyConstraint(['callback_id'], ['callback.id'], name=op.f('fk_campaign_target_callback_id_callback'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], name=op.f('fk_campaign_target_campaign_id_campaign'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], name=op.f('fk_campaign_target_case_id_case'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_target'))
+    )
+    with op.batch_alter_table('campaign_target', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_campaign_target_callback_id'), ['callback_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_campaign_target_campaign_id'), ['campaign_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_campaign_target_case_id'), ['case_id'], unique=False)
+        batch_op.create_index('ix_campaign_target_due', ['campaign_id', 'state', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_campaign_target_phone'), ['phone'], unique=False)
+
+    op.create_table('transcript',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('recording_id', sa.Integer(), nullable=False),
+    sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('channel', sa.Integer(), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('words', sa.JSON(), nullable=False),
+    sa.Column('confidence', sa.Float(), nullable=True),
+    sa.Column('model', sa.String(length=255), nullable=False),
+    sa.Column('duration', sa.Float(), nullable=False),
+    sa.Column('elapsed', sa.Float(), nullable=False),
+    sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['job_id'], ['transcription_job.id'], name=op.f('fk_transcript_job_id_transcription_job')),
+    sa.ForeignKeyConstraint(['recording_id'], ['recording.id'], name=op.f('fk_transcript_recording_id_recording')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_transcript'))
+    )
+    with op.batch_alter_table('transcript', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_transcript_recording_id'), ['recording_id'], unique=False)
+
     op.create_table('campaign_attempt',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('target_id', sa.Integer(), nullable=False),
@@ -427,34 +450,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_campaign_follow_up_campaign_id'), ['campaign_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_campaign_follow_up_created_at'), ['created_at'], unique=False)
 
-    op.create_table('transcript',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('recording_id', sa.Integer(), nullable=False),
-    sa.Column('job_id', sa.Integer(), nullable=True),
-    sa.Column('channel', sa.Integer(), nullable=False),
-    sa.Column('text', sa.Text(), nullable=False),
-    sa.Column('words', sa.JSON(), nullable=False),
-    sa.Column('confidence', sa.Float(), nullable=True),
-    sa.Column('model', sa.String(length=255), nullable=False),
-    sa.Column('duration', sa.Float(), nullable=False),
-    sa.Column('elapsed', sa.Float(), nullable=False),
-    sa.Column('created_at', config.db.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['job_id'], ['transcription_job.id'], name=op.f('fk_transcript_job_id_transcription_job')),
-    sa.ForeignKeyConstraint(['recording_id'], ['recording.id'], name=op.f('fk_transcript_recording_id_recording')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_transcript'))
-    )
-    with op.batch_alter_table('transcript', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_transcript_recording_id'), ['recording_id'], unique=False)
-
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('transcript', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_transcript_recording_id'))
-
-    op.drop_table('transcript')
     with op.batch_alter_table('campaign_follow_up', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_campaign_follow_up_created_at'))
         batch_op.drop_index(batch_op.f('ix_campaign_follow_up_campaign_id'))
@@ -465,6 +465,18 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_campaign_attempt_call_id'))
 
     op.drop_table('campaign_attempt')
+    with op.batch_alter_table('transcript', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_transcript_recording_id'))
+
+    op.drop_table('transcript')
+    with op.batch_alter_table('campaign_target', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_campaign_target_phone'))
+        batch_op.drop_index('ix_campaign_target_due')
+        batch_op.drop_index(batch_op.f('ix_campaign_target_case_id'))
+        batch_op.drop_index(batch_op.f('ix_campaign_target_campaign_id'))
+        batch_op.drop_index(batch_op.f('ix_campaign_target_callback_id'))
+
+    op.drop_table('campaign_target')
     with op.batch_alter_table('transcription_job', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_transcription_job_state'))
         batch_op.drop_index(batch_op.f('ix_transcription_job_recording_id'))
@@ -488,13 +500,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_case_deadline_alert_case_id'))
 
     op.drop_table('case_deadline_alert')
-    with op.batch_alter_table('campaign_target', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_campaign_target_phone'))
-        batch_op.drop_index('ix_campaign_target_due')
-        batch_op.drop_index(batch_op.f('ix_campaign_target_case_id'))
-        batch_op.drop_index(batch_op.f('ix_campaign_target_campaign_id'))
-
-    op.drop_table('campaign_target')
     with op.batch_alter_table('callback', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_callback_phone'))
         batch_op.drop_index(batch_op.f('ix_callback_done_at'))
