@@ -29,7 +29,7 @@ run: setup
 	$(BIN)/hotline serve
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/transcribe.py
