@@ -301,11 +301,16 @@ def _summary_fields(ctx: Context, c: Case, personal: dict[str, Any], now: dt.dat
     )
 
 
+def list_personal(s: Session, c: Case, user: Staff) -> dict[str, Any]:
+    """Personal fields for a list row (API lists, boards, the queue page): a protected reporter's
+    masked for everyone, so browsing never needs a view log entry; otherwise as the role may see them."""
+    role = "admin" if privacy.is_protected(c) else privacy_role(user.role)  # admin: everything masked
+    return privacy.personal_view(s, c, viewer=user.username, role=role, unit=user.unit)
+
+
 def summary(s: Session, ctx: Context, c: Case, user: Staff, now: dt.datetime) -> CaseSummary:
     """A list row: a protected reporter's fields masked for everyone (no view to log)."""
-    role = "admin" if privacy.is_protected(c) else privacy_role(user.role)  # admin: everything masked
-    personal = privacy.personal_view(s, c, viewer=user.username, role=role, unit=user.unit)
-    return CaseSummary(**_summary_fields(ctx, c, personal, now))
+    return CaseSummary(**_summary_fields(ctx, c, list_personal(s, c, user), now))
 
 
 def event_out(e: CaseEvent, numbers: dict[int, str]) -> EventOut:

@@ -19,10 +19,8 @@ Conventions (also stated in the OpenAPI document):
   is configured.
 
 Roles: reading is for every staff role (personal data per cases/privacy.py, see
-api/case_schemas.py); operators and supervisors create, accept, edit, reject, discard,
-answer directly, close and merge; supervisors dispatch, reopen and mark key supervision;
-the unit (its handlers, or a supervisor on its behalf) signs, returns and reports; the
-caller may be contacted and replied to by operators, supervisors and the unit.
+api/case_schemas.py); operators and supervisors create cases; who may run each action is
+cases/permissions.py ACTION_ROLES, the table the web pages use too.
 """
 
 from __future__ import annotations
@@ -71,6 +69,7 @@ from api.validation import ApiModel, parse_body, parse_query
 from cases import actions
 from cases.lifecycle import OPEN, IllegalTransition, LifecycleError
 from cases.models import Case, CaseEvent
+from cases.permissions import ACTION_ROLES, CENTRE
 from cases.users import Staff
 from config.context import Context
 from config.db import transaction
@@ -79,10 +78,6 @@ routes = Routes("cases")
 
 NUMBER = r"{number:[0-9]+-[0-9]+}"
 CASE_PATH = "/api/v1/cases/" + NUMBER
-CENTRE = ("operator", "supervisor")
-SUPERVISOR = ("supervisor",)
-UNIT = ("unit_handler", "supervisor")
-CONTACTERS = ("operator", "supervisor", "unit_handler")
 _IF_MATCH = re.compile(r'\s*(?:W/)?"?([0-9]{1,9})"?\s*')
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
@@ -334,8 +329,8 @@ async def create_case(request: web.Request) -> web.Response:
     return answer(out, 201, version=out.case.version, location=f"/api/v1/cases/{out.case.number}")
 
 
-@routes.patch(CASE_PATH, summary="Edit a case's fields while work is ahead", roles=CENTRE, body=CaseEdit,
-              response=CaseAnswer, errors=(404,), if_match=True)
+@routes.patch(CASE_PATH, summary="Edit a case's fields while work is ahead", roles=ACTION_ROLES["edit"],
+              body=CaseEdit, response=CaseAnswer, errors=(404,), if_match=True)
 async def edit_case(request: web.Request) -> web.Response:
     return await _act(request, "edit", CaseEdit)
 
@@ -345,27 +340,31 @@ class ActionRoute:
     action: str
     segment: str
     body: type[ApiModel] | None
-    roles: tuple[str, ...]
     summary: str
     duplicates: bool = False
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ACTION_ROLES[self.action]
+
 
 ACTION_ROUTES = (
-    ActionRoute("accept", "accept", AcceptBody, CENTRE,
+    ActionRoute("accept", "accept", AcceptBody,
                 "Accept a draft: edit fields, choose the category (acceptance scope) and handling form", True),
-    ActionRoute("reject", "reject", ReasonBody, CENTRE, "Reject: outside the acceptance scope, with the reason"),
-    ActionRoute("discard", "discard", ReasonBody, CENTRE, "Discard a draft: empty or test message, with the reason"),
-    ActionRoute("dispatch", "dispatch", DispatchBody, SUPERVISOR, "Dispatch an accepted case to the responsible unit"),
-    ActionRoute("answer_directly", "answer", ReplyBody, CENTRE, "Answer a consultation or emergency case directly"),
-    ActionRoute("sign", "sign", SignBody, UNIT, "The unit signs for the case and starts on it"),
-    ActionRoute("return_to_dispatch", "return", ReasonBody, UNIT, "The unit returns the case for re-dispatch, with the reason"),
-    ActionRoute("report_result", "result", ResultBody, UNIT, "The unit reports what it did and found"),
-    ActionRoute("contact", "contact", NoteBody, CONTACTERS, "Record a contact with the caller"),
-    ActionRoute("reply", "reply", ReplyBody, CONTACTERS, "Reply to the caller with the outcome"),
-    ActionRoute("start_return_visit", "return-visit", NoteBody, CENTRE, "Start the return visit (callback)"),
-    ActionRoute("close", "close", NoteBody, CENTRE, "Close (archive) a replied or visited case"),
-    ActionRoute("reopen", "reopen", ReasonBody, SUPERVISOR, "Reopen under key supervision, with the reason"),
-    ActionRoute("mark_key_supervision", "key-supervision", NoteBody, SUPERVISOR, "Mark for key supervision"),
+    ActionRoute("reject", "reject", ReasonBody, "Reject: outside the acceptance scope, with the reason"),
+    ActionRoute("discard", "discard", ReasonBody, "Discard a draft: empty or test message, with the reason"),
+    ActionRoute("dispatch", "dispatch", DispatchBody, "Dispatch an accepted case to the responsible unit"),
+    ActionRoute("answer_directly", "answer", ReplyBody, "Answer a consultation or emergency case directly"),
+    ActionRoute("sign", "sign", SignBody, "The unit signs for the case and starts on it"),
+    ActionRoute("return_to_dispatch", "return", ReasonBody,
+                "The unit returns the case for re-dispatch, with the reason"),
+    ActionRoute("report_result", "result", ResultBody, "The unit reports what it did and found"),
+    ActionRoute("contact", "contact", NoteBody, "Record a contact with the caller"),
+    ActionRoute("reply", "reply", ReplyBody, "Reply to the caller with the outcome"),
+    ActionRoute("start_return_visit", "return-visit", NoteBody, "Start the return visit (callback)"),
+    ActionRoute("close", "close", NoteBody, "Close (archive) a replied or visited case"),
+    ActionRoute("reopen", "reopen", ReasonBody, "Reopen under key supervision, with the reason"),
+    ActionRoute("mark_key_supervision", "key-supervision", NoteBody, "Mark for key supervision"),
 )
 
 
@@ -399,12 +398,13 @@ def _action_handler(action: str, model: type[ApiModel] | None) -> Callable[[web.
 for _r in ACTION_ROUTES:
     routes.post(f"{CASE_PATH}/{_r.segment}", summary=_r.summary, roles=_r.roles, body=_r.body, response=CaseAnswer,
                 errors=(404,), if_match=True)(_action_handler(_r.action, _r.body))
-routes.delete(f"{CASE_PATH}/key-supervision", summary="Remove the key supervision mark", roles=SUPERVISOR,
-              response=CaseAnswer, errors=(404,), if_match=True)(_action_handler("unmark_key_supervision", None))
+routes.delete(f"{CASE_PATH}/key-supervision", summary="Remove the key supervision mark",
+              roles=ACTION_ROLES["unmark_key_supervision"], response=CaseAnswer, errors=(404,),
+              if_match=True)(_action_handler("unmark_key_supervision", None))
 
 
-@routes.post(CASE_PATH + "/merge", summary="Merge this case into the one it repeats", roles=CENTRE, body=MergeBody,
-             response=CaseAnswer, errors=(404,), if_match=True,
+@routes.post(CASE_PATH + "/merge", summary="Merge this case into the one it repeats", roles=ACTION_ROLES["merge"],
+             body=MergeBody, response=CaseAnswer, errors=(404,), if_match=True,
              description="The survivor's timeline then includes this case's events and recordings.")
 async def merge_case(request: web.Request) -> web.Response:
     ctx, user = request.app[CTX], request[USER]

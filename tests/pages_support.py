@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cases import actions
 from cases.drafts import create_voicemail_draft
@@ -74,3 +75,45 @@ def case_row(ctx: Context, case_id: int) -> Case:
         assert case is not None
         s.expunge(case)
         return case
+
+
+UNIT = "branch_east"
+"""The unit cases are dispatched to in these tests (api_support.make_user gives unit handlers this one)."""
+PATH = ("accepted", "assigned", "in_progress", "replied", "return_visit", "closed")
+
+
+def case_in(ctx: Context, status: str, *, handling_form: str = "general", content: str = "派出所民警态度恶劣，推诿不办",
+            **fields: object) -> int:
+    """A phone case driven through cases.actions to ``status`` along the general path (draft → … → closed);
+    a case in a direct handling form stops at accepted. Returns its id."""
+    with transaction(ctx.sessions) as s:
+        case = actions.create_case(s, ctx=ctx, actor="seed", channel="phone", content=content,
+                                   caller_number="13900001111", complainant_name="王五", complainant_phone="13900001111",
+                                   address="城东区建设路88号3栋", **fields)
+        steps = {
+            "accepted": lambda: actions.accept(s, case, ctx=ctx, actor="seed", expected_version=None,
+                                               category="public_order", handling_form=handling_form),
+            "assigned": lambda: actions.dispatch(s, case, ctx=ctx, actor="seed", expected_version=None, unit=UNIT),
+            "in_progress": lambda: actions.sign(s, case, ctx=ctx, actor="seed", expected_version=None),
+            "replied": lambda: (actions.report_result(s, case, ctx=ctx, actor="seed", expected_version=None,
+                                                      result="已核实并整改"),
+                                actions.reply(s, case, ctx=ctx, actor="seed", expected_version=None, reply="已答复")),
+            "return_visit": lambda: actions.start_return_visit(s, case, ctx=ctx, actor="seed", expected_version=None),
+            "closed": lambda: actions.close(s, case, ctx=ctx, actor="seed", expected_version=None),
+        }
+        if status != "draft":
+            for step in PATH[: PATH.index(status) + 1]:
+                steps[step]()
+        s.flush()
+        return case.id
+
+
+async def browser_login(browser: Any, base: str, username: str, password: str) -> Any:
+    """A new Playwright page (of a browser or a browser context) logged in through the login form."""
+    page = await browser.new_page()
+    await page.goto(base + "/login")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#whoami")
+    return page

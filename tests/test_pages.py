@@ -157,7 +157,7 @@ async def test_detail_shows_timeline_personal_data_and_escapes(aiohttp_client, c
     html = await r.text()
     assert "<script>" not in html.split("</head>")[1].replace('<script src="/static/review.js"', "")
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
-    assert 'data-action="created"' in html and 'id="key-form"' in html
+    assert 'data-action="created"' in html and 'id="form-mark_key_supervision"' in html
     assert re.search(r'data-deadline="sign" data-state="(ok|near)"', html)
 
 
@@ -292,12 +292,18 @@ async def test_pages_check_roles(aiohttp_client, ctx) -> None:  # type: ignore[n
         r = await op.get(path)
         assert r.status == 403, path
         assert "无权访问" in await r.text()
-    for role in ("unit_handler", "campaign", "admin"):
+    for role in ("campaign", "admin"):
         other, _, _ = await _client(aiohttp_client, ctx, role)
         for path in ("/cases", "/cases/1", "/cases/1/review", *SUPERVISOR_PAGES):
             assert (await other.get(path)).status == 403, (role, path)
         home = await (await other.get("/")).text()
         assert 'href="/cases"' not in home
+        assert ('href="/campaigns"' in home) == (role == "campaign")
+    # unit handlers have a queue and case pages (tests/test_case_forms.py), not the centre's review or supervision
+    handler, _, _ = await _client(aiohttp_client, ctx, "unit_handler")
+    for path in ("/cases/1/review", *SUPERVISOR_PAGES):
+        assert (await handler.get(path)).status == 403, path
+    assert 'href="/cases"' in await (await handler.get("/")).text()
 
 
 # --- supervisors ---------------------------------------------------------------------------

@@ -9,11 +9,10 @@ operator meeting a supervisor page. Kept few and waiting on selectors, never on 
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
 import pytest
 from api_support import make_user
-from pages_support import WORDS, case_row, seed
+from pages_support import WORDS, browser_login as _login, case_row, seed
 from sqlalchemy import select
 
 from api.app import create_app
@@ -25,16 +24,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),  # one database: the pages, not the SQL
 ]
-
-
-async def _login(browser: Any, base: str, username: str, password: str) -> Any:
-    page = await browser.new_page()
-    await page.goto(base + "/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", password)
-    await page.click("button[type=submit]")
-    await page.wait_for_selector("#whoami")
-    return page
 
 
 async def test_operator_reviews_accepts_and_merges_in_chromium(aiohttp_server, ctx) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "nav.key_cases": ("重点督办", "Key supervision"),
     "nav.recordings": ("录音", "Recordings"),
     "nav.stats": ("统计", "Statistics"),
+    "nav.unit_queue": ("本单位案件", "My unit's cases"),
+    "nav.campaigns": ("回访任务", "Return-visit campaigns"),
     "home.drafts": ("待审核的草稿", "Drafts to review"),
     "duration": ("{h}小时{m}分", "{h} h {m} min"),
     "error.no_case": ("没有这个案件。", "There is no such case."),
@@ -41,6 +43,9 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "field.protection": ("保护", "Protection"),
     "field.key_supervision": ("重点督办", "Key supervision"),
     "field.note": ("备注", "Note"),
+    "field.assignee": ("承办人", "Assignee"),
+    "field.result": ("办理结果", "Result"),
+    "field.reporter": ("反映人", "Reporter"),
     "complexity.general": ("一般", "General"),
     "complexity.complex": ("复杂", "Complex"),
     # queue
@@ -52,6 +57,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "queue.filter": ("筛选", "Filter"),
     "queue.empty": ("没有符合条件的案件。", "No cases match."),
     "queue.more": ("更多…", "More…"),
+    "queue.unit_title": ("本单位案件：{unit}", "Cases of {unit}"),
     # deadlines
     "deadline.sign": ("签收分派", "Sign"),
     "deadline.contact": ("联系来电人", "Contact"),
@@ -72,8 +78,9 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "case.deadlines": ("办理时限", "Deadlines"),
     "case.recording": ("录音", "Recording"),
     "case.timeline": ("办理记录", "Timeline"),
-    "case.mark_key": ("列为重点督办", "Mark for key supervision"),
-    "case.unmark_key": ("取消重点督办", "Remove key supervision"),
+    "case.actions": ("办理操作", "Actions"),
+    "case.no_actions": ("当前状态下您没有可办理的操作。", "Nothing for you to do in this status."),
+    "case.allowed_now": ("当前状态下您可以：", "What you may do now:"),
     # draft review
     "review.title": ("审核草稿 {number}", "Review draft {number}"),
     "review.stale": ("案件已被他人修改，请核对后重新提交。", "Someone else changed the case; check it and submit again."),
@@ -171,7 +178,19 @@ _ACTION = {
     "overdue": ("超期", "overdue"), "return_visit_attempt": ("回访尝试", "return-visit attempt"),
 }
 
-for _prefix, _table in (("status.", _STATUS), ("channel.", _CHANNEL), ("action.", _ACTION)):
+_ACT = {  # the case page's action forms: heading and button
+    "edit": ("修改登记信息", "Edit the registration"), "reject": ("不予受理", "Reject"),
+    "dispatch": ("转办至承办单位", "Dispatch to a unit"), "answer_directly": ("直接答复", "Answer directly"),
+    "sign": ("签收", "Sign for it"), "return_to_dispatch": ("退回重新分派", "Return for re-dispatch"),
+    "report_result": ("反馈办理结果", "Report the result"), "contact": ("已联系来电人", "Caller contacted"),
+    "reply": ("答复来电人", "Reply to the caller"), "start_return_visit": ("开始回访", "Start the return visit"),
+    "close": ("办结归档", "Close"), "reopen": ("重新办理", "Reopen"),
+    "mark_key_supervision": ("列为重点督办", "Mark for key supervision"),
+    "unmark_key_supervision": ("取消重点督办", "Remove key supervision"),
+    "accept": ("受理", "Accept"), "discard": ("作废", "Discard"), "merge": ("合并", "Merge"),
+}
+
+for _prefix, _table in (("status.", _STATUS), ("channel.", _CHANNEL), ("action.", _ACTION), ("act.", _ACT)):
     _PAIRS.update({_prefix + k: v for k, v in _table.items()})
 
 PAGE_MESSAGES: dict[str, dict[str, str]] = {
