@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
-from sqlalchemy import Select, and_, false, or_, select
+from sqlalchemy import Select, and_, false, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from api.auth import ANY_STAFF, USER
@@ -66,7 +66,7 @@ from api.context import CTX
 from api.errors import ApiError, json_response
 from api.openapi import Routes
 from api.validation import ApiModel, parse_body, parse_query
-from cases import actions
+from cases import actions, search
 from cases.lifecycle import OPEN, IllegalTransition, LifecycleError
 from cases.models import Case, CaseEvent
 from cases.permissions import ACTION_ROLES, CENTRE
@@ -238,15 +238,16 @@ def list_statement(ctx: Context, q: CaseListQuery, user: Staff, now: dt.datetime
     if q.received_to is not None:
         stmt = stmt.where(Case.received_at < _local_midnight(ctx, q.received_to + dt.timedelta(days=1)))
     if q.q:
-        stmt = stmt.where(or_(Case.content.icontains(q.q, autoescape=True), Case.number == q.q.strip()))
+        stmt = stmt.where(search.matches(ctx.engine.dialect.name, q.q))
     desc = q.sort.startswith("-")
     col = Case.received_at if q.sort.endswith("received_at") else Case.updated_at
     if q.cursor is not None:
         value, ident = _cursor_decode(q.cursor, q.sort)
-        if desc:
-            stmt = stmt.where(or_(col < value, and_(col == value, Case.id < ident)))
-        else:
-            stmt = stmt.where(or_(col > value, and_(col == value, Case.id > ident)))
+        # A row-value comparison, not "col < v OR (col = v AND id < i)": both databases start
+        # the index scan at the cursor (PostgreSQL: range on col, SQLite: on col + rowid),
+        # where the OR form is a filter applied row by row from the first page onwards.
+        key = tuple_(col, Case.id)
+        stmt = stmt.where(key < tuple_(value, ident) if desc else key > tuple_(value, ident))
     order = (col.desc(), Case.id.desc()) if desc else (col.asc(), Case.id.asc())
     return stmt.order_by(*order).limit(q.limit + 1)
 

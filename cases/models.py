@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from config.db import Base, UTCDateTime, utcnow
+from config.db import Base, UTCDateTime, only_on, utcnow
 
 
 class Case(Base):
@@ -39,7 +39,7 @@ class Case(Base):
     """general / complex: picks the reply deadline of the handling form."""
     no_call: Mapped[bool] = mapped_column(Boolean, default=False)
     """The reporter asked not to be called back: no contact deadline, no return-visit call."""
-    unit: Mapped[str | None] = mapped_column(String(40), index=True)
+    unit: Mapped[str | None] = mapped_column(String(40))
     """Code of the responsible unit ([cases] units)."""
     assignee: Mapped[str | None] = mapped_column(String(80))
     key_supervision: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -65,14 +65,25 @@ class Case(Base):
 
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, index=True)
+    """Indexed for the "recently changed" list order (sort=-updated_at), read a page at a time."""
 
     events: Mapped[list[CaseEvent]] = relationship(
         back_populates="case", order_by="CaseEvent.id", foreign_keys="CaseEvent.case_id"
     )
 
     __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (Index("ix_case_category_received_at", "category", "received_at"),)
+    __table_args__ = (
+        Index("ix_case_category_received_at", "category", "received_at"),
+        # Substring search (GET /cases?q= and ?caller=) on PostgreSQL: trigrams work for
+        # Chinese text too (any UTF-8 locale) and serve (I)LIKE '%…%' of 3+ characters.
+        *(only_on("postgresql", Index(f"ix_case_{c}_trgm", c, postgresql_using="gin",
+                                      postgresql_ops={c: "gin_trgm_ops"}), extension="pg_trgm")
+          for c in ("content", "caller_number", "complainant_phone")),
+        # A unit's queue (every unit handler's list, supervisors filtering by unit) newest
+        # first: walked backwards without sorting the unit's whole history.
+        Index("ix_case_unit_received_at", "unit", "received_at"),
+    )
 
 
 class CaseEvent(Base):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import DateTime, Engine, Index, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -64,6 +64,37 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def only_on(dialect: str, index: Index, *, extension: str | None = None) -> Index:
+    """An index that exists on one kind of database only (e.g. a PostgreSQL trigram index).
+
+    Why: some indexes are what makes a query fast on one database and mean nothing (or do
+    harm) on the other: a GIN trigram index for substring search has no SQLite form, and
+    its btree stand-in would only double the stored text. ``ddl_if`` covers create_all;
+    the ``info`` marks let migrations/render.py write the migration step under a dialect
+    check (Alembic itself ignores ddl_if) and :func:`include_for` leave the index out of
+    the schema comparison on the other databases. ``extension`` is created first
+    (CREATE EXTENSION IF NOT EXISTS).
+    """
+    index.info["only_on"] = dialect
+    if extension:
+        index.info["extension"] = extension
+    return index.ddl_if(dialect=dialect)
+
+
+def include_for(dialect: str, *, foreign: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """An Alembic ``include_object`` that skips the :func:`only_on` indexes of other databases
+    and the tables whose names start with one of ``foreign`` (made by hand-written migration
+    steps that no model describes, such as an FTS5 table and its shadow tables)."""
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+        if type_ == "table" and reflected and compare_to is None and name and name.startswith(foreign):
+            return False
+        wanted = getattr(obj, "info", {}).get("only_on") if type_ == "index" and not reflected else None
+        return wanted is None or wanted == dialect
+
+    return include
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import migrations.render  # noqa: F401 - how only_on indexes are written into migrations
 from config.db import Base, make_engine
 from service.models import import_all_models
 
