@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
-from api import auth_routes, case_routes, metrics, openapi, recordings
+from api import auth_routes, case_routes, metrics, openapi, operators, recordings
 from api.auth import setup_sessions
 from api.context import CTX
 from api.errors import MAX_BODY, error, errors_middleware
@@ -22,7 +22,7 @@ from api.pages import setup_templates
 from config.context import Context
 from config.db import DatabaseError, current_revision, head_revision
 
-ROUTE_MODULES = (openapi, auth_routes, case_routes, recordings, metrics)
+ROUTE_MODULES = (openapi, auth_routes, case_routes, recordings, metrics, operators)
 
 __all__ = ["CTX", "create_app", "error"]
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 02:46:41.388969
+Create Date: 2026-12-07 02:59:14.259057
 """
 from alembic import op
 import sqlalchemy as sa
@@ -103,6 +103,7 @@ def upgrade() -> None:
     sa.Column('extracted', sa.JSON(), nullable=False),
     sa.Column('source_recording_id', sa.Integer(), nullable=True),
     sa.Column('source_transcript_id', sa.Integer(), nullable=True),
+    sa.Column('source_call_id', sa.Integer(), nullable=True),
     sa.Column('complexity', sa.String(length=10), nullable=False),
     sa.Column('no_call', sa.Boolean(), nullable=False),
     sa.Column('unit', sa.String(length=40), nullable=True),
@@ -137,6 +138,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_case_complainant_phone'), ['complainant_phone'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_merged_into_id'), ['merged_into_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_received_at'), ['received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_source_call_id'), ['source_call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_source_recording_id'), ['source_recording_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_unit'), ['unit'], unique=False)
@@ -528,6 +530,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_case_unit'))
         batch_op.drop_index(batch_op.f('ix_case_status'))
         batch_op.drop_index(batch_op.f('ix_case_source_recording_id'))
+        batch_op.drop_index(batch_op.f('ix_case_source_call_id'))
         batch_op.drop_index(batch_op.f('ix_case_received_at'))
         batch_op.drop_index(batch_op.f('ix_case_merged_into_id'))
         batch_op.drop_index(batch_op.f('ix_case_complainant_phone'))
