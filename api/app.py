@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
-from api import auth_routes, boards, campaign_pages, campaigns, cases, metrics, open311, openapi, recordings, stats
+from api import auth_routes, boards, campaign_pages, campaigns, cases, metrics, open311, openapi, operators, recordings, stats
 from api.auth import setup_sessions
 from api.context import CTX
 from api.errors import MAX_BODY, error, errors_middleware
@@ -22,8 +22,8 @@ from api.pages import assets, case_pages, setup_templates, supervision_pages
 from config.context import Context
 from config.db import DatabaseError, current_revision, head_revision
 
-ROUTE_MODULES = (openapi, auth_routes, cases, boards, stats, open311, recordings, metrics, campaigns, campaign_pages, assets,
-                 case_pages, supervision_pages)
+ROUTE_MODULES = (openapi, auth_routes, cases, boards, stats, open311, recordings, metrics, operators, campaigns, campaign_pages,
+                 assets, case_pages, supervision_pages)
 
 __all__ = ["CTX", "create_app", "error"]
 

@@ -161,6 +161,11 @@ def documented(endpoints: Sequence[Endpoint]) -> list[Endpoint]:
 def build_document(endpoints: Sequence[Endpoint], *, title: str = "12389 hotline API", version: str = "1") -> dict[str, Any]:
     endpoints = documented(endpoints)
     models = {m for e in endpoints for m in (e.query, e.body, e.response) if m is not None}
+    names: dict[str, type[BaseModel]] = {}
+    for m in models:
+        if names.setdefault(m.__name__, m) is not m:
+            # Schemas are keyed by class name; two models with one name would silently swap.
+            raise ValueError(f"two API models are named {m.__name__} ({m.__module__}, {names[m.__name__].__module__}): rename one")
     keyed = sorted(((m, "validation") for m in models), key=lambda x: x[0].__name__)
     refs, defs = models_json_schema(keyed, ref_template=REF) if keyed else ({}, {})
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, **defs.get("$defs", {})}

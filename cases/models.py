@@ -33,6 +33,9 @@ class Case(Base):
     """What the pipeline found for the reviewer: phones, address hint, low-confidence words."""
     source_recording_id: Mapped[int | None] = mapped_column(Integer, index=True)
     source_transcript_id: Mapped[int | None] = mapped_column(Integer)
+    source_call_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The call an operator opened the case from (screen pop); its conversation recording, once
+    stored, becomes source_recording_id."""
 
     # -- the handling loop (cases/lifecycle.py, cases/actions.py) -----------------------
     complexity: Mapped[str] = mapped_column(String(10), default="general")

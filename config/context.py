@@ -21,6 +21,7 @@ from config.settings import Settings
 
 if TYPE_CHECKING:
     from config.calendar import WorkCalendar
+    from ivr.queue import Events
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
@@ -50,6 +51,15 @@ class Context:
         from config.calendar import WorkCalendar
 
         return WorkCalendar(self.settings.calendar)
+
+    @cached_property
+    def queue_events(self) -> "Events":
+        """The operator queue's screen-pop events, one object per process: the IVR publishes on
+        it and the API streams it (both run in `hotline serve`). Here, not in either package,
+        so neither has to import the other."""
+        from ivr.queue import Events
+
+        return Events()
 
     @cached_property
     def _clock_offset(self) -> dt.timedelta:

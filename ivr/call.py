@@ -104,6 +104,11 @@ class LiveCall:
         ended = asyncio.ensure_future(self.sip.ended.wait())
         try:
             await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Whoever cancelled us (an operator answering stops the queue announcement) stops
+            # the prompt too; left running, it would hold up the next prompt until it ended.
+            task.cancel()
+            raise
         finally:
             ended.cancel()
         if not task.done():

@@ -1,4 +1,4 @@
-"""`hotline prompts build|check|list` and `hotline calls list`."""
+"""`hotline prompts build|check|list`, `hotline calls list` and `hotline operators list|presence`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from config.context import Context
+from ivr.presence import OPERATOR_SETTABLE, OperatorView
 from ivr.prompts import CATALOGUE, LANGUAGES, Lang, build_prompts, prompt_path, prompt_problems
 
 
@@ -17,6 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.set_defaults(handler=_calls_list)
+
+    ops = sub.add_parser("operators", help="operators' presence (available, busy, wrap-up, away, offline)")
+    act = ops.add_subparsers(dest="operators_command", metavar="ACTION", required=True)
+    p = act.add_parser("list", help="every active operator with their SIP address and presence")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.set_defaults(handler=_operators_list)
+    p = act.add_parser("presence", help="set an operator's presence (what they would choose in the API)")
+    p.add_argument("username")
+    p.add_argument("state", choices=OPERATOR_SETTABLE)
+    p.set_defaults(handler=_operators_presence)
 
     prompts = sub.add_parser("prompts", help="the IVR's prompt files (espeak-ng renderings or human recordings)")
     act = prompts.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
@@ -115,7 +126,46 @@ def call_dict(row: Any, tz: Any) -> dict[str, Any]:
         "record_stop": row.record_stop,
         "message_seconds": row.message_seconds,
         "recording_id": row.recording_id,
+        "queue_wait_seconds": row.queue_wait_seconds,
+        "queue_exit": row.queue_exit,
+        "operator_user_id": row.operator_user_id,
     }
+
+
+def operator_dict(o: OperatorView, tz: Any) -> dict[str, Any]:
+    return {
+        "user_id": o.user_id, "username": o.username, "display_name": o.display_name, "sip_uri": o.sip_uri,
+        "state": o.state, "since": o.since.isoformat() if o.since else None,
+        "since_local": o.since.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if o.since else None,
+        "wrap_up_until": o.wrap_up_until.isoformat() if o.wrap_up_until else None, "call_id": o.call_id,
+    }
+
+
+def _operators_list(args: argparse.Namespace, ctx: Context) -> int:
+    from config.db import transaction, utcnow
+    from ivr.presence import operators
+
+    tz = ctx.settings.calendar.tz
+    with transaction(ctx.sessions) as s:
+        rows = [operator_dict(o, tz) for o in operators(s, utcnow())]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    elif not rows:
+        print("no operators: add one with `hotline users add NAME --role operator --sip-uri sip:...`")
+    for r in [] if args.json else rows:
+        print(f"{r['username']:20}  {r['state']:10}  {r['since_local'] or '-':19}  {r['sip_uri'] or '(no SIP address)'}")
+    return 0
+
+
+def _operators_presence(args: argparse.Namespace, ctx: Context) -> int:
+    from cases.users import get_user
+    from config.db import transaction, utcnow
+    from ivr.presence import set_operator_state
+
+    with transaction(ctx.sessions) as s:
+        view = set_operator_state(s, get_user(s, args.username), args.state, utcnow())
+    print(f"{view.username} is {view.state}")
+    return 0
 
 
 def _calls_list(args: argparse.Namespace, ctx: Context) -> int:

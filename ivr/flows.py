@@ -125,15 +125,20 @@ async def _report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
     result.decision = decision
     notice: list[str] = ["no_operator"] if decision.open else [CLOSED_PROMPT.get(decision.why, "closed")]
     if decision.open and deps.queue is not None:
-        outcome = result.queue = await wait_in_queue(call, deps.queue)
-        if outcome.exit == "operator":
+        while True:
+            outcome = result.queue = await wait_in_queue(call, deps.queue)
+            if outcome.exit != "operator":
+                break
             result.disposition = "operator"
             try:
-                await deps.queue.talk(outcome)
+                talked = await deps.queue.talk(outcome)
             finally:
                 assert outcome.waiting is not None and outcome.connection is not None
                 await deps.queue.queue.finished(outcome.waiting, outcome.connection)
-            return
+            if talked is not False or call.ended:
+                return
+            # The operator hung up before a word was said: back in line (someone else may be free).
+            result.disposition = "abandoned"
         if call.ended:
             return
         if outcome.exit == "callback" and outcome.callback_phone:

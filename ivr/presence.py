@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from cases.users import User
 from config.db import Base, UTCDateTime
 from config.errors import HotlineError
 from config.logs import get_logger
@@ -175,3 +176,49 @@ def recover_after_restart(session: Session, now: dt.datetime, wrap_up_seconds: f
     if released:
         log.warning("operators left busy by a previous run released", operators=released, node=node)
     return released
+
+
+@dataclass(frozen=True)
+class OperatorView:
+    """An operator as supervisors see them: who, where their phone is, and their presence now."""
+
+    user_id: int
+    username: str
+    display_name: str | None
+    sip_uri: str | None
+    state: str
+    since: dt.datetime | None
+    wrap_up_until: dt.datetime | None
+    call_id: int | None
+
+
+def view(user: User, row: OperatorPresence | None) -> OperatorView:
+    if row is None:
+        return OperatorView(user.id, user.username, user.display_name, user.sip_uri, "offline", None, None, None)
+    return OperatorView(user.id, user.username, user.display_name, user.sip_uri, row.state, row.since,
+                        row.wrap_up_until, row.call_id)
+
+
+def operators(session: Session, now: dt.datetime) -> list[OperatorView]:
+    """Every active operator with their presence (never set: offline), by user name.
+
+    Expired wrap-ups are ended first, so a reader never sees 'wrap_up' that is over."""
+    expire_wrap_up(session, now)
+    users = session.scalars(select(User).where(User.role == "operator", User.active.is_(True))
+                            .order_by(User.username)).all()
+    rows = {r.user_id: r for r in session.scalars(select(OperatorPresence)
+                                                  .where(OperatorPresence.user_id.in_([u.id for u in users])))}
+    return [view(u, rows.get(u.id)) for u in users]
+
+
+def operator_state(session: Session, user: User, now: dt.datetime) -> OperatorView:
+    expire_wrap_up(session, now)
+    return view(user, get(session, user.id))
+
+
+def set_operator_state(session: Session, user: User, state: str, now: dt.datetime) -> OperatorView:
+    """What an operator (or a supervisor for them, through the CLI) chooses; only users with the operator role."""
+    if user.role != "operator" or not user.active:
+        raise PresenceError(f"{user.username} is not an active operator (role {user.role})")
+    row = set_state(session, user.id, state, now)
+    return view(user, row)

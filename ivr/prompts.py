@@ -246,6 +246,12 @@ def _catalogue() -> tuple[Segment, ...]:
             "queue: the keys a waiting caller may press, after each position announcement",
         ),
         Segment(
+            "call_recorded",
+            {"zh": "为了保证服务质量和便于监督，本次通话将被录音。",
+             "en": "This call is recorded for quality and supervision."},
+            "queue: an operator answered; said to the caller before the two are connected",
+        ),
+        Segment(
             "callback_confirm",
             {"zh": "我们将回拨您的号码", "en": "We will call you back on"},
             "callback request (queue key 2): followed by the caller's number digit by digit",

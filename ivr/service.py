@@ -26,6 +26,7 @@ from cases import callbacks
 from ivr import live, presence
 from ivr.call import LiveCall, end_when_media_stops, follow_media
 from ivr.call_rows import create_call_row, mark_answered
+from ivr.conversation import OperatorLine
 from ivr.dialer import Dialer
 from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
 from ivr.media.session import MediaSession
@@ -42,13 +43,15 @@ from recordings.models import Recording
 log = get_logger("ivr.service")
 
 
-Talk = Callable[[WaitOutcome], Awaitable[None]]
+Talk = Callable[[WaitOutcome], Awaitable[bool | None]]
+"""Bridge the caller to the operator who answered; False: the operator left before talking (requeue)."""
 
 
 class Ivr:
-    def __init__(self, ctx: Context, *, ring: Ring | None = None, talk: Talk | None = None) -> None:
-        """`ring` (the outbound dialer to an operator) and `talk` (the media bridge) enable the
-        operator queue; without them an open centre takes messages only."""
+    def __init__(self, ctx: Context, *, ring: Ring | None = None, talk: Talk | None = None,
+                 queue: bool = True) -> None:
+        """The operator queue is on unless `queue=False` (then an open centre takes messages only).
+        `ring` and `talk` replace the real dialer and bridge (ivr/conversation.py), for tests."""
         self.ctx = ctx
         self.settings = ctx.settings
         self.prompts = load_prompts(ctx.settings)  # refuses to start naming missing files
@@ -65,11 +68,15 @@ class Ivr:
         # many calls end together a burst of those in parallel stalled the shared media clock
         # for 100-180 ms (bench/calls.py at 100 calls). Callers never wait for this.
         self.store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-store")
+        self.operators = OperatorLine(self.dialer, settings=ctx.settings, sessions=ctx.sessions,
+                                      store=self._in_store_pool, hooks=lambda: self.hooks)
+        """Rings operators' phones and bridges them to callers (ivr/conversation.py)."""
         self.talk = talk
         self.queue: CallQueue | None = None
-        if ring is not None and talk is not None:
+        if queue:
+            # On by default: with nobody logged in a caller goes straight to voicemail as before.
             roster = PresenceRoster(ctx.sessions, ctx.settings.queue, node=self.node)
-            self.queue = CallQueue(roster, ring, ctx.settings.queue)
+            self.queue = CallQueue(roster, ring or self.operators.ring, ctx.settings.queue, events=ctx.queue_events)
 
     @property
     def hooks(self) -> list[Any]:
@@ -135,10 +142,10 @@ class Ivr:
             deps = FlowDeps(decide=self._decide, case_status=self._case_status,
                             voicemail=self.settings.voicemail, message_number=str(call_row.id),
                             now=self.ctx.now)
-            if self.queue is not None and self.talk is not None:
+            if self.queue is not None:
                 deps.queue = WaitDeps(self.queue, self.settings.queue, sip.caller, call_row.id,
                                       request_callback=partial(self._request_callback, call_row.id),
-                                      talk=self.talk)
+                                      talk=self.talk or partial(self.operators.talk, call, call_row))
             await inbound(call, deps, result)
         except asyncio.CancelledError:
             # Shutdown: finish the message, tell the caller, hang up. `result` keeps what the
@@ -162,6 +169,10 @@ class Ivr:
             await media.close()
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.store_pool, self._finish, call_row.id, sip, call, result, wav)
+
+    async def _in_store_pool(self, store: Callable[[], int | None]) -> int | None:
+        """Store a finished recording on the one store thread (see store_pool in __init__)."""
+        return await asyncio.get_running_loop().run_in_executor(self.store_pool, store)
 
     def _create_call(self, sip: IncomingCall) -> Call:
         return create_call_row(self.ctx.sessions, sip_call_id=sip.call_id, direction="in", caller=sip.caller,

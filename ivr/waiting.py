@@ -46,9 +46,10 @@ class WaitDeps:
     call_id: int | None
     request_callback: Callable[[str], Awaitable[None]]
     """Book a callback to this (valid) number; returns once it is stored, before the caller is told."""
-    talk: Callable[[WaitOutcome], Awaitable[None]]
+    talk: Callable[[WaitOutcome], Awaitable[bool | None]]
     """Bridge the caller to the operator who answered (`outcome.connection.leg`) until either side
-    hangs up: the media bridge, plugged in at merge."""
+    hangs up (ivr/conversation.py). False: the operator hung up before the conversation began,
+    and the caller queues again."""
 
 
 @dataclass
@@ -110,7 +111,9 @@ async def wait_in_queue(call: CallPort, deps: WaitDeps) -> WaitOutcome:
                 continue
             if now >= next_announce:
                 next_announce = now + settings.announce_seconds
-                keys = [*position_keys(queue.position(w) or 1), "queue_options"]
+                position = queue.position(w) or 1
+                log.info("position announced", call_id=deps.call_id, position=position)
+                keys = [*position_keys(position), "queue_options"]
                 key = await _unless_connected(call.play(keys, interrupt=True), w)
             else:
                 key = await _unless_connected(call.music(min(next_announce, deadline) - now), w)

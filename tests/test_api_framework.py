@@ -221,3 +221,28 @@ def test_session_key_from_config(tmp_path: Path) -> None:
     f.write_text("not a key")
     with pytest.raises(ConfigError, match="32 bytes"):
         session_key(ApiSettings(session_secret=str(f)), tmp_path)
+
+
+def test_two_models_with_one_name_are_refused() -> None:
+    from pydantic import BaseModel
+
+    from api.openapi import build_document
+
+    def model() -> type[BaseModel]:
+        class Query(BaseModel):
+            x: int = 0
+
+        return Query
+
+    routes = Routes("x")
+
+    @routes.get("/api/v1/a", summary="a", roles=("admin",), query=model())
+    async def a(request: web.Request) -> web.Response:
+        return json_response({})
+
+    @routes.get("/api/v1/b", summary="b", roles=("admin",), query=model())
+    async def b(request: web.Request) -> web.Response:
+        return json_response({})
+
+    with pytest.raises(ValueError, match="two API models are named Query"):
+        build_document(routes.endpoints)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 03:51:08.295404
+Create Date: 2026-12-07 03:56:20.402878
 """
 from alembic import op
 import sqlalchemy as sa
@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('extracted', sa.JSON(), nullable=False),
     sa.Column('source_recording_id', sa.Integer(), nullable=True),
     sa.Column('source_transcript_id', sa.Integer(), nullable=True),
+    sa.Column('source_call_id', sa.Integer(), nullable=True),
     sa.Column('complexity', sa.String(length=10), nullable=False),
     sa.Column('no_call', sa.Boolean(), nullable=False),
     sa.Column('unit', sa.String(length=40), nullable=True),
@@ -144,6 +145,7 @@ def upgrade() -> None:
         if op.get_bind().dialect.name == 'postgresql': op.execute('CREATE INDEX ix_case_content_trgm ON "case" USING gin (content gin_trgm_ops)')
         batch_op.create_index(batch_op.f('ix_case_merged_into_id'), ['merged_into_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_received_at'), ['received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_case_source_call_id'), ['source_call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_source_recording_id'), ['source_recording_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_status'), ['status'], unique=False)
         batch_op.create_index('ix_case_unit_received_at', ['unit', 'received_at'], unique=False)
@@ -547,6 +549,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_case_unit_received_at')
         batch_op.drop_index(batch_op.f('ix_case_status'))
         batch_op.drop_index(batch_op.f('ix_case_source_recording_id'))
+        batch_op.drop_index(batch_op.f('ix_case_source_call_id'))
         batch_op.drop_index(batch_op.f('ix_case_received_at'))
         batch_op.drop_index(batch_op.f('ix_case_merged_into_id'))
         if op.get_bind().dialect.name == 'postgresql': op.execute('DROP INDEX ix_case_content_trgm')
