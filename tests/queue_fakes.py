@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.queue import Operator, Waiting
+from test_flows import ScriptedCall
 
 
 @dataclass(eq=False)
@@ -90,35 +91,25 @@ class Phones:
         return leg
 
 
-class QueuedCall:
-    """A scripted caller for the waiting flow (the CallPort of ivr.flows).
+class QueuedCall(ScriptedCall):
+    """A scripted caller for the waiting flow: test_flows' ScriptedCall plus hold music.
 
     `keys_at`: digits typed while a prompt plays ({prompt key: digits}, once each);
     `keys_in_music`: digits typed during the n-th stretch of hold music (0-based);
     `hang_up_in_music`: the caller hangs up during that stretch of music.
     Music lasts the seconds asked (tests use fractions of a second) unless a key comes.
+    `played` holds prompt keys only (no language), with "<music>" for each stretch.
     """
 
     def __init__(self, keys_at: dict[str, str] | None = None, keys_in_music: dict[int, str] | None = None,
                  hang_up_in_music: int | None = None) -> None:
-        from ivr.flows import RecordOutcome
-
-        self.language = "zh"
-        self.keys_at = dict(keys_at or {})
+        super().__init__(keys_at)
         self.keys_in_music = dict(keys_in_music or {})
         self.hang_up_in_music = hang_up_in_music
-        self.queue = ""
-        self.played: list[str] = []
-        self.events: list[str] = []
+        self.played: list[str] = []  # type: ignore[assignment]
         self.music_stretches: list[float] = []
         self.music_cut = 0
         """Stretches of music stopped early by an operator answering."""
-        self._ended = False
-        self.record_outcome = RecordOutcome("digit", 12.0, True)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     async def play(self, keys, *, interrupt: bool = False) -> str | None:  # type: ignore[no-untyped-def]
         for k in keys:
@@ -126,7 +117,7 @@ class QueuedCall:
                 break
             self.played.append(k)
             self.queue += self.keys_at.pop(k, "")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real prompt yields to the loop; the queue's tasks run meanwhile
         return self.queue[:1] if interrupt and self.queue else None
 
     async def music(self, seconds: float) -> str | None:
@@ -147,26 +138,6 @@ class QueuedCall:
             self.music_cut += 1
             raise
         return None
-
-    async def collect(self, *, max_digits: int, timeout: float, terminator: str | None = "#") -> str:
-        out = ""
-        while self.queue and len(out) < max_digits:
-            c, self.queue = self.queue[0], self.queue[1:]
-            if c == terminator:
-                break
-            out += c
-        return out
-
-    async def tone(self) -> None:
-        self.events.append("tone")
-
-    async def record(self, settings):  # type: ignore[no-untyped-def]
-        self.events.append("record")
-        return self.record_outcome
-
-    async def hangup(self) -> None:
-        self.events.append("hangup")
-        self._ended = True
 
 
 def seed_operators(sessions: Any, ids: Iterable[int]) -> None:
