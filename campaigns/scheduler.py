@@ -54,6 +54,18 @@ _ACTIVE: dict[str, CampaignScheduler] = {}
 """The scheduler of this process, for the stored job functions (see the module docstring)."""
 
 
+class SharedEngineJobStore(SQLAlchemyJobStore):
+    """APScheduler's job store on the service's engine, which the job store must not dispose.
+
+    ``SQLAlchemyJobStore.shutdown`` disposes its engine. Ours belongs to the :class:`Context`: disposing it while
+    another thread holds a connection orphans that connection (PostgreSQL: "deleted while still open"), and the
+    rest of the service would go on with a fresh pool behind its back. The Context disposes it at exit.
+    """
+
+    def shutdown(self) -> None:
+        pass
+
+
 def recurrence_job_id(campaign_id: int) -> str:
     return f"campaign-{campaign_id}-recurrence"
 
@@ -117,7 +129,7 @@ class CampaignScheduler:
         self.runner = runner
         self.tick_seconds = tick_seconds
         self.scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)},
+            jobstores={"default": SharedEngineJobStore(engine=engine, tablename=JOBS_TABLE)},
             job_defaults=JOB_DEFAULTS,
             timezone=zone(timezone),
         )
@@ -160,6 +172,7 @@ class CampaignScheduler:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback: let it run before we return
         await self.runner.stop()
         if _ACTIVE.get("default") is self:
             del _ACTIVE["default"]

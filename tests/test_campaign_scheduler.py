@@ -74,6 +74,17 @@ async def test_stored_tick_job_drives_the_active_runner(ctx, sessions) -> None: 
     assert dialer.calls == ["+8613800138001"]
 
 
+async def test_stopping_leaves_the_service_engine_alone(ctx) -> None:  # type: ignore[no-untyped-def]
+    """APScheduler's own job store disposes its engine at shutdown; ours is the Context's and stays."""
+    sched = make(ctx, Clock(at("2026-09-16 10:00")))
+    pool = ctx.engine.pool
+    with ctx.engine.connect() as held:  # another thread's connection, open across the stop
+        await sched.start(paused=True)
+        await sched.stop()
+        assert ctx.engine.pool is pool
+        assert held.exec_driver_sql("select 1").scalar() == 1
+
+
 def test_recurring_selection_since_last_run(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
     with transaction(sessions) as s:
         campaign = new_campaign(s, "Weekly", recurrence="0 10 * * mon")
