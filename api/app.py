@@ -13,17 +13,18 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
-from api import auth_routes, boards, campaign_pages, campaigns, cases, metrics, open311, openapi, operators, recordings, stats
+from api import (auth_routes, boards, campaign_pages, campaigns, cases, metrics, open311, openapi, operators, recordings,
+                 stats, users)
 from api.auth import setup_sessions
 from api.context import CTX
 from api.errors import MAX_BODY, error, errors_middleware
 from api.metrics import count_requests, setup_metrics
-from api.pages import assets, case_pages, setup_templates, supervision_pages
+from api.pages import admin_pages, assets, case_pages, setup_templates, supervision_pages
 from config.context import Context
 from config.db import DatabaseError, current_revision, head_revision
 
 ROUTE_MODULES = (openapi, auth_routes, cases, boards, stats, open311, recordings, metrics, operators, campaigns, campaign_pages,
-                 assets, case_pages, supervision_pages)
+                 users, assets, case_pages, supervision_pages, admin_pages)
 
 __all__ = ["CTX", "create_app", "error"]
 

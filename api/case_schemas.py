@@ -28,8 +28,9 @@ from api.validation import ApiModel
 from cases import privacy
 from cases.actions import Timeline
 from cases.deadlines import deadline_state
-from cases.lifecycle import STATUSES, allowed_actions
+from cases.lifecycle import STATUSES
 from cases.models import Case, CaseEvent
+from cases.permissions import case_actions
 from cases.users import Staff
 from config.context import Context
 
@@ -229,7 +230,9 @@ class CaseDetail(CaseSummary):
     replied_at: dt.datetime | None
     closed_at: dt.datetime | None
     extracted: dict[str, Any]
-    allowed_actions: list[str]
+    allowed_actions: list[str] = Field(
+        description="what this viewer can do now: the status allows it, the role may run it and the case's "
+        "fields do not rule it out (cases/permissions.py, the table the pages use too)")
     events: list[EventOut]
     recordings: list[RecordingOut]
     transcripts: list[TranscriptOut]
@@ -362,7 +365,7 @@ def detail(s: Session, ctx: Context, tl: Timeline, user: Staff, now: dt.datetime
         replied_at=c.replied_at,
         closed_at=c.closed_at,
         extracted=(c.extracted or {}) if sees_all else {},
-        allowed_actions=allowed_actions(c.status),
+        allowed_actions=case_actions(c, user.role, cfg.handling_forms),
         events=[event_out(e, numbers) for e in tl.events],
         recordings=recordings,
         transcripts=transcripts,

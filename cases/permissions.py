@@ -20,7 +20,14 @@ the campaign engine (cases.actions.record_return_visit), not through these actio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from cases.lifecycle import allowed_actions
+
+if TYPE_CHECKING:
+    from cases.models import Case
+    from config.settings import HandlingForm
 
 CENTRE = ("operator", "supervisor")
 SUPERVISOR = ("supervisor",)
@@ -58,3 +65,15 @@ def may(role: str, action: str) -> bool:
 def permitted_actions(status: str, role: str) -> list[str]:
     """The actions ``role`` may run on a case in ``status`` now, in lifecycle table order."""
     return [a for a in allowed_actions(status) if may(role, a)]
+
+
+def case_actions(case: Case, role: str, handling_forms: Mapping[str, HandlingForm]) -> list[str]:
+    """What ``role`` can do to ``case`` now: :func:`permitted_actions`, less what the case's own
+    fields rule out (cases.actions would refuse it): dispatch for a form answered directly, the
+    direct answer for one that is dispatched, and the key-supervision mark it already has (or
+    the removal of one it lacks). The API's ``allowed_actions`` and the case page's forms."""
+    form = handling_forms.get(case.handling_form or "")
+    direct = form is not None and form.direct
+    ruled_out = {"answer_directly" if not direct else "dispatch",
+                 "unmark_key_supervision" if not case.key_supervision else "mark_key_supervision"}
+    return [a for a in permitted_actions(case.status, role) if a not in ruled_out]

@@ -16,6 +16,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -40,6 +41,14 @@ TOKEN_PREFIX = "hl_"
 
 class UserError(HotlineError):
     """A user could not be created or changed as asked (bad name, duplicate, unknown user)."""
+
+
+class UserExists(UserError):
+    """The username is taken (the API answers 409, not 422)."""
+
+
+class NoSuchUser(UserError):
+    """No account has this username (the API answers 404)."""
 
 
 class User(Base):
@@ -142,7 +151,7 @@ def create_user(
             raise UserError(f"the {label} holds control characters or invalid Unicode")
     check_password_quality(password)
     if session.scalar(select(User.id).where(User.username == name)) is not None:
-        raise UserError(f"user {name!r} already exists")
+        raise UserExists(f"user {name!r} already exists")
     user = User(
         username=name,
         display_name=(display_name or name).strip()[:120],
@@ -157,10 +166,21 @@ def create_user(
     return user
 
 
+def unit_code(units: Mapping[str, str], given: str) -> str:
+    """A unit handler's unit as a [cases] units code (``units``: code → name), the value Case.unit
+    holds; the unit's name is taken too."""
+    if given in units:
+        return given
+    by_name = {name: code for code, name in units.items()}
+    if given in by_name:
+        return by_name[given]
+    raise UserError(f"{given!r} is not a unit of [cases] units; codes: {', '.join(units)}")
+
+
 def get_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == normalise_username(username)))
     if user is None:
-        raise UserError(f"no user {username!r}")
+        raise NoSuchUser(f"no user {username!r}")
     return user
 
 
@@ -182,6 +202,22 @@ def set_active(session: Session, username: str, active: bool, *, now: dt.datetim
             .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=now or utcnow())
         )
+    return user
+
+
+def set_password(session: Session, username: str, password: str, *, now: dt.datetime | None = None) -> User:
+    """Reset a user's password (an administrator's reset, or `hotline users password`). The user's
+    API tokens are revoked as on disabling: a reset often follows a leak, and a token issued with
+    the leaked password would outlive it. Web sessions end only at logout or expiry (the cookie
+    holds the user id, not the password)."""
+    check_password_quality(password)
+    user = get_user(session, username)
+    user.password_hash = hasher().hash(_secret(password))
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
     return user
 
 

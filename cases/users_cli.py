@@ -1,6 +1,7 @@
-"""`hotline users add|list|disable|enable|token`: staff accounts from the command line.
+"""`hotline users add|list|disable|enable|password|token`: staff accounts from the command line.
 
-The first admin of a new centre is created here. Passwords never go on the command line
+The first admin of a new centre is created here; later ones may also use the admin's users
+page and /api/v1/users (api/users.py), which call the same cases/users.py functions. Passwords never go on the command line
 (other users see argv in `ps`, and shells keep history): they are typed twice at a prompt,
 or read from the first line of stdin with --password-stdin for scripts.
 """
@@ -59,6 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     en.add_argument("username", metavar="USERNAME")
     en.set_defaults(handler=_set_active, active=True)
 
+    pw = usub.add_parser(
+        "password",
+        help="reset a user's password",
+        description="Set a new password for the user (asked twice, or --password-stdin); the user's API "
+        "tokens are revoked.",
+    )
+    pw.add_argument("username", metavar="USERNAME")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    pw.set_defaults(handler=_password)
+
     tok = usub.add_parser(
         "token",
         help="print a new API token for a user",
@@ -95,13 +106,12 @@ def read_password(from_stdin: bool) -> str:
 
 def _unit_code(ctx: Any, given: str) -> str:
     """A unit handler's unit is a [cases] units code, the value Case.unit holds (a name is taken too)."""
-    units = ctx.settings.cases.unit_names()
-    if given in units:
-        return given
-    by_name = {name: code for code, name in units.items()}
-    if given in by_name:
-        return by_name[given]
-    raise UsageError(f"--unit {given!r} is not a unit of [cases] units; codes: {', '.join(units)}")
+    from cases.users import UserError, unit_code
+
+    try:
+        return unit_code(ctx.settings.cases.unit_names(), given)
+    except UserError as e:
+        raise UsageError(f"--unit {e}") from None
 
 
 def _add(args: argparse.Namespace, ctx: Any) -> int:
@@ -174,6 +184,17 @@ def _set_active(args: argparse.Namespace, ctx: Any) -> int:
     with transaction(ctx.sessions) as s:
         user = set_active(s, args.username, args.active)
         print(f"{'enabled' if args.active else 'disabled'} {user.username}")
+    return 0
+
+
+def _password(args: argparse.Namespace, ctx: Any) -> int:
+    from cases.users import check_password_quality, set_password
+
+    password = read_password(args.password_stdin)
+    check_password_quality(password)
+    with transaction(ctx.sessions) as s:
+        user = set_password(s, args.username, password)
+        print(f"password reset for {user.username}; its API tokens are revoked")
     return 0
 
 

@@ -4,14 +4,16 @@ conflicts, filters and pagination, confidentiality, boards."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from api_support import bearer_headers, make_user
+from api_support import bearer_headers, login_session, make_user
 from sqlalchemy import func, select
 
 from api.app import create_app
 from cases.models import Case, CaseEvent, PersonalDataView
+from pages_support import case_in, case_row
 from config.db import transaction
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -110,9 +112,10 @@ async def test_full_lifecycle_with_events_and_actors(aiohttp_client, ctx) -> Non
     v = (await api.act("east", n, "reply", {"reply": "已办结，请查收"}, out["case"]["version"]))["case"]["version"]
     v = (await api.act("op", n, "return-visit", {}, v))["case"]["version"]
     closed = await api.act("op", n, "close", {"note": "回访满意"}, v)
-    assert closed["case"]["status"] == "closed" and closed["case"]["allowed_actions"] == ["reopen"]
+    assert closed["case"]["status"] == "closed" and closed["case"]["allowed_actions"] == []  # reopen: a supervisor's
 
     _, detail, headers = await api.call("sup", "GET", f"/api/v1/cases/{n}", status=200)
+    assert detail["case"]["allowed_actions"] == ["reopen"]
     assert headers["ETag"] == f'"{detail["case"]["version"]}"'
     events = [(e["action"], e["actor"], e["from_status"], e["to_status"]) for e in detail["case"]["events"]]
     assert events == [
@@ -408,3 +411,33 @@ async def test_deadline_times_use_the_rehearsal_clock(aiohttp_client, ctx) -> No
     assert c["received_at"].startswith("2026-11-23T01:0"), c["received_at"]
     (sign,) = c["deadlines"]
     assert sign["state"] == "ok" and 0 < sign["remaining_seconds"] <= 600
+
+
+async def test_allowed_actions_are_the_viewers_and_match_the_case_page(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    """allowed_actions is what this viewer can do now (status, role, the case's own fields), the
+    same list the case page offers as forms (a draft's accept / discard / merge are on its review page)."""
+    assigned = case_row(ctx, case_in(ctx, "assigned"))
+    consult = case_row(ctx, case_in(ctx, "accepted", handling_form="consultation"))
+    expected = {
+        "operator": {assigned.number: ["edit", "contact", "merge"],
+                     consult.number: ["reject", "edit", "answer_directly", "contact", "merge"]},
+        "supervisor": {assigned.number: ["edit", "sign", "return_to_dispatch", "report_result", "contact", "merge",
+                                         "mark_key_supervision"],
+                       consult.number: ["reject", "edit", "answer_directly", "contact", "merge", "mark_key_supervision"]},
+        "unit_handler": {assigned.number: ["sign", "return_to_dispatch", "report_result", "contact"]},
+    }
+    for role, cases in expected.items():
+        client = await aiohttp_client(create_app(ctx))
+        user, password = make_user(ctx.sessions, role)
+        headers = await bearer_headers(client, user.username, password)
+        await login_session(client, user.username, password)
+        for case in (assigned, consult):
+            r = await client.get(f"/api/v1/cases/{case.number}", headers=headers)
+            page = await client.get(f"/cases/{case.id}")
+            if case.number not in cases:  # not the unit's case: neither shows it
+                assert (r.status, page.status) == (404, 404), role
+                continue
+            allowed = (await r.json())["case"]["allowed_actions"]
+            assert allowed == cases[case.number], (role, case.status)
+            forms = re.findall(r'<form class="stacked action-form"[^>]*data-action="([a-z_]+)"', await page.text())
+            assert forms == allowed, (role, case.status)

@@ -218,15 +218,15 @@ async def test_the_page_offers_only_what_the_status_and_role_allow(aiohttp_clien
         for cid in (general, consult, assigned, closed, draft):
             r = await client.get(f"/cases/{cid}")
             offered[role][cid] = _forms(await r.text()) if r.status == 200 else [f"status {r.status}"]
-    assert offered["operator"][general] == ["reject", "edit", "contact"]
-    assert offered["supervisor"][general] == ["reject", "edit", "dispatch", "contact", "mark_key_supervision"]
-    assert offered["operator"][consult] == ["reject", "edit", "answer_directly", "contact"]
+    assert offered["operator"][general] == ["reject", "edit", "contact", "merge"]
+    assert offered["supervisor"][general] == ["reject", "edit", "dispatch", "contact", "merge", "mark_key_supervision"]
+    assert offered["operator"][consult] == ["reject", "edit", "answer_directly", "contact", "merge"]
     assert offered["supervisor"][assigned] == ["edit", "sign", "return_to_dispatch", "report_result", "contact",
-                                               "mark_key_supervision"]
+                                               "merge", "mark_key_supervision"]
     assert offered["unit_handler"][assigned] == ["sign", "return_to_dispatch", "report_result", "contact"]
     assert offered["operator"][closed] == [] and offered["supervisor"][closed] == ["reopen"]
     assert offered["unit_handler"][closed] == []  # the case was their unit's: readable, nothing left to do
-    assert offered["operator"][draft] == ["reject", "edit"]  # accept / discard / merge: on the review page
+    assert offered["operator"][draft] == ["reject", "edit"]  # a draft's accept / discard / merge: on the review page
     for role in ("unit_handler",):
         for cid in (general, consult, draft):  # not (or no longer) with a unit: another unit's alike
             assert offered[role][cid] == ["status 404"]
@@ -318,3 +318,34 @@ async def test_api_and_pages_declare_the_same_roles(aiohttp_client, ctx) -> None
                   and r.resource.canonical.startswith("/cases/{id}/")}
     for action, segment in SEGMENTS.items():
         assert page_roles[segment] == set(ACTION_ROLES[action]), action
+
+
+async def test_merge_form_on_the_case_page(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    """Merge on the case page: the suggestions, a refusal shown on the case page (not the review
+    page), the unit's roles refused; the browser run is tests/test_case_loop_browser.py."""
+    first, repeat = case_in(ctx, "accepted"), case_in(ctx, "assigned")  # one caller number: suggested
+    client = await aiohttp_client(create_app(ctx))
+    username, csrf = await _login(client, ctx, "operator")
+    number = case_row(ctx, first).number
+    page = await (await client.get(f"/cases/{repeat}")).text()
+    assert 'id="form-merge"' in page and f'<tr data-number="{number}">' in page
+    assert f'name="into" value="{number}"' in page and 'name="back" value="case"' in page
+    version = case_row(ctx, repeat).version
+    r = await client.post(f"/cases/{repeat}/merge", data={"csrf_token": csrf, "version": str(version + 1), "into": number})
+    assert r.status == 409
+    text = await r.text()
+    assert "已被他人修改" in text and 'id="form-merge"' in text and 'id="accept-form"' not in text
+    assert re.search(rf'id="form-merge".*?<input type="text" name="into"[^>]*value="{number}"', text, re.S)  # kept
+
+    handler = await aiohttp_client(create_app(ctx))
+    _, handler_csrf = await _login(handler, ctx, "unit_handler")
+    assert 'id="form-merge"' not in await (await handler.get(f"/cases/{repeat}")).text()
+    r = await handler.post(f"/cases/{repeat}/merge", data={"csrf_token": handler_csrf, "version": str(version),
+                                                           "into": number})
+    assert r.status == 403 and case_row(ctx, repeat).status == "assigned"
+
+    r = await client.post(f"/cases/{repeat}/merge", allow_redirects=False,
+                          data={"csrf_token": csrf, "version": str(version), "into": number, "note": "重复反映"})
+    assert r.status == 303 and r.headers["Location"] == f"/cases/{repeat}"
+    assert (case_row(ctx, repeat).status, case_row(ctx, repeat).merged_into_id) == ("merged", first)
+    assert _events(ctx, first)[-1] == ("merged_in", username)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from api_support import make_user
-from pages_support import HOSTILE, UNIT, browser_login, case_row, voicemail_draft
+from pages_support import HOSTILE, UNIT, browser_login, case_in, case_row, voicemail_draft
 
 from api.app import create_app
 
@@ -130,6 +130,63 @@ async def test_a_draft_followed_to_closure_by_every_role(aiohttp_server, ctx) ->
                 assert await step.get_attribute("data-action") == action
                 if role is not None:
                     assert await step.locator(".actor").inner_text() == people[role][0].username
+            await _unharmed(op)
+        finally:
+            await browser.close()
+
+
+async def test_operator_merges_an_accepted_case_from_its_page(aiohttp_server, ctx) -> None:  # type: ignore[no-untyped-def]
+    """An accepted voicemail case repeats an accepted phone case from the same number: the operator
+    merges it from the case page (a typo in the number first), and the surviving case then shows
+    the repeat's events and its recording."""
+    from playwright.async_api import async_playwright
+
+    from cases import actions
+    from cases.models import Case
+    from config.db import transaction
+
+    survivor_id = case_in(ctx, "accepted")  # caller 13900001111
+    repeat_id, recording_id = voicemail_draft(ctx, caller="13900001111", content="又反映一次，民警推诿不办。" + HOSTILE)
+    with transaction(ctx.sessions) as s:
+        actions.accept(s, s.get(Case, repeat_id), ctx=ctx, actor="seed", expected_version=None,
+                       category="public_order", handling_form="general")
+    survivor, repeat = case_row(ctx, survivor_id), case_row(ctx, repeat_id)
+    operator = make_user(ctx.sessions, "operator")
+    server = await aiohttp_server(create_app(ctx))
+    base = str(server.make_url("/")).rstrip("/")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM)
+        try:
+            op = await browser_login(browser, base, operator[0].username, operator[1])
+            await op.goto(f"{base}/cases/{repeat_id}")
+            await _unharmed(op)
+            # the earlier case from the same number is suggested
+            assert await op.locator(f"#duplicates tr[data-number='{survivor.number}']").count() == 1
+            # a number that names no case: refused on the case page, what was typed kept
+            await op.fill("#form-merge input[name=into]", "20000101-9999")
+            await op.click("#form-merge button[type=submit]")
+            await op.wait_for_selector("#action-error[data-action=merge]")
+            assert "no such case" in await op.locator("[data-field-error=into]").inner_text()
+            assert await op.input_value("#form-merge input[name=into]") == "20000101-9999"
+            assert case_row(ctx, repeat_id).status == "accepted"
+            # the right number: merged, and the page says into which case
+            await op.fill("#form-merge input[name=into]", survivor.number)
+            await op.fill("#form-merge input[name=note]", "同一来电人重复反映")
+            await op.click("#form-merge button[type=submit]")
+            await op.wait_for_selector("#merged-into")
+            assert op.url == f"{base}/cases/{repeat_id}"
+            assert await op.get_attribute("#case-status", "data-status") == "merged"
+            assert await op.locator("form.action-form").count() == 0
+            # the surviving case shows the repeat's events (linked to it) and its recording
+            await op.click("#merged-into a")
+            await op.wait_for_url(f"{base}/cases/{survivor_id}")
+            assert await op.get_attribute("#case-status", "data-status") == "accepted"
+            theirs = op.locator(f"#timeline li:has(a[href='/cases/{repeat_id}'])")
+            assert [await theirs.nth(i).get_attribute("data-action") for i in range(await theirs.count())] == [
+                "created_from_voicemail", "accept", "merge"]
+            assert "同一来电人重复反映" in await op.locator("#timeline li[data-action=merged_in]").inner_text()
+            assert await op.locator(f"audio[src='/api/v1/recordings/{recording_id}/audio']").count() == 1
+            assert case_row(ctx, repeat_id).merged_into_id == survivor_id != repeat.merged_into_id
             await _unharmed(op)
         finally:
             await browser.close()

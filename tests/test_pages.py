@@ -130,7 +130,7 @@ async def test_review_page_prefills_and_marks_low_confidence_words(aiohttp_clien
     assert "我再反映一次" in html
     # the first draft, same number, is suggested for merging
     first = case_row(ctx, data.draft_id)
-    assert f'data-number="{first.number}"' in html and f'name="into" value="{data.draft_id}"' in html
+    assert f'data-number="{first.number}"' in html and f'name="into" value="{first.number}"' in html
     assert "同一号码" in html
     r = await client.get(f"/cases/{data.repeat_id}/review", params={"lang": "en"})
     assert "Possible duplicates" in await r.text()
@@ -231,13 +231,18 @@ async def test_merge_and_discard_forms(aiohttp_client, ctx) -> None:  # type: ig
     data = seed(ctx)
     client, csrf, _ = await _client(aiohttp_client, ctx)
     repeat = case_row(ctx, data.repeat_id)
-    for into, message in (("999999", "no such case"), ("abc", "no such case"), (str(data.repeat_id), "itself")):
+    draft = case_row(ctx, data.draft_id)
+    # the case to merge into is named by its number (an id is not one), and a refusal comes back to the review page
+    for into, message in (("20000101-9999", "no such case"), (str(data.draft_id), "no such case"),
+                          ("abc", "no such case"), (repeat.number, "itself")):
         r = await client.post(f"/cases/{data.repeat_id}/merge",
-                              data={"csrf_token": csrf, "version": str(repeat.version), "into": into})
+                              data={"csrf_token": csrf, "version": str(repeat.version), "into": into, "back": "review"})
         assert r.status == 422, into
-        assert message in await r.text()
+        html = await r.text()
+        assert message in html and 'id="accept-form"' in html, into
     r = await client.post(f"/cases/{data.repeat_id}/merge", allow_redirects=False,
-                          data={"csrf_token": csrf, "version": str(repeat.version), "into": str(data.draft_id)})
+                          data={"csrf_token": csrf, "version": str(repeat.version), "into": draft.number,
+                                "back": "review"})
     assert r.status == 303
     merged = case_row(ctx, data.repeat_id)
     assert (merged.status, merged.merged_into_id) == ("merged", data.draft_id)

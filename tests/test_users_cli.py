@@ -44,6 +44,22 @@ def test_add_list_disable_token(hotline, settings, sessions) -> None:  # type: i
     assert hotline("users", "token", "chief").returncode == 0
 
 
+
+def test_password_reset(hotline, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    assert _adder(hotline)("ann", "--role", "operator").returncode == 0
+    token = hotline("users", "token", "ann", check=True).stdout.strip()
+    new = "another long password"
+    _check([
+        (hotline("users", "password", "ann", "--password-stdin", input="short\n"), 1, "at least 10"),
+        (hotline("users", "password", "ghost", "--password-stdin", input=new + "\n"), 1, "no user"),
+        (hotline("users", "password", "ann", stdin=subprocess.DEVNULL), 2, "--password-stdin"),
+    ])
+    r = hotline("users", "password", "ANN", "--password-stdin", input=new + "\n")
+    assert r.returncode == 0 and "password reset for ann" in r.stdout and new not in r.stdout + r.stderr
+    with transaction(sessions) as s:
+        assert authenticate(s, "ann", PW) is None and authenticate(s, "ann", new) is not None
+        assert user_for_token(s, token) is None, "tokens issued before the reset are revoked"
+
 def _adder(hotline, **kw):  # type: ignore[no-untyped-def]
     def add(*args: str, stdin: str | None = PW) -> subprocess.CompletedProcess[str]:
         if stdin is None:

@@ -5,7 +5,7 @@ privacy.personal_view); every change is a small form posting to a route here tha
 the one cases.actions function for it, with the version the page was rendered from (a
 stale form is refused with 409, like the API's If-Match). Errors the action raises are
 shown on the page the form came from, with what was typed kept: the review page for
-accept / discard / merge, the case page for every other action.
+accept / discard (and a draft's merge), the case page for every other action.
 
 Who sees what: the queue and the case page are for every case role (operators,
 supervisors and unit handlers); a unit handler's queue holds only their unit's cases and
@@ -19,6 +19,7 @@ review is for the centre (operators and supervisors).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import USER
-from api.case_schemas import LISTENERS, list_personal, privacy_role
+from api.case_schemas import LISTENERS, NUMBER_RE, list_personal, privacy_role
 from api.cases import can_see
 from api.context import CTX
 from api.errors import ApiError
@@ -39,9 +40,9 @@ from api.validation import ApiModel, parse_query
 from cases import actions, duplicates
 from cases.deadlines import DeadlineState, deadline_state
 from cases.actions import CaseValidationError, StaleVersion
-from cases.lifecycle import OPEN, STATUSES, IllegalTransition, LifecycleError, allowed_actions
+from cases.lifecycle import DRAFT, OPEN, STATUSES, IllegalTransition, LifecycleError, allowed_actions
 from cases.models import Case
-from cases.permissions import ACTION_ROLES, CASE_ROLES, CENTRE, permitted_actions
+from cases.permissions import ACTION_ROLES, CASE_ROLES, CENTRE, case_actions, permitted_actions
 from cases.users import Staff
 from cases.privacy import personal_view
 from config.context import Context
@@ -167,23 +168,18 @@ def _personal(s: Session, case: Case, request: web.Request, purpose: str) -> dic
 
 
 def page_actions(ctx: Context, case: Case, role: str) -> list[str]:
-    """The action forms the case page offers ``role``: what the status and the role allow
-    (cases.permissions), less what the case's own fields rule out, so no form is offered that
-    can only fail: dispatch for a form answered directly and the direct answer for one that is
-    dispatched (cases.actions refuses both), and the key-supervision mark it already has.
-    Accept, discard and merge are on the draft review page (with the recording and duplicates)."""
-    form = ctx.settings.cases.handling_forms.get(case.handling_form or "")
-    out = []
-    for a in permitted_actions(case.status, role):
-        if a in ("accept", "discard", "merge"):
-            continue
-        direct = form is not None and form.direct
-        if (a == "dispatch" and direct) or (a == "answer_directly" and not direct):
-            continue
-        if a == ("unmark_key_supervision" if not case.key_supervision else "mark_key_supervision"):
-            continue
-        out.append(a)
-    return out
+    """The action forms the case page offers ``role``: what the role can do to the case now
+    (cases.permissions.case_actions, the API's ``allowed_actions`` too), less accept and discard,
+    which are on the draft review page (with the recording), as is the merge of a draft."""
+    review_only = {"accept", "discard"} | ({"merge"} if case.status == DRAFT else set())
+    return [a for a in case_actions(case, role, ctx.settings.cases.handling_forms) if a not in review_only]
+
+
+def merge_suggestions(s: Session, ctx: Context, case: Case) -> list[dict[str, Any]]:
+    """The likely duplicates to merge ``case`` into (cases.duplicates), each with its case row."""
+    suggestions = duplicates.suggest(s, case, settings=ctx.settings.cases)
+    others = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_([x.case_id for x in suggestions])))}
+    return [{"s": x, "case": others[x.case_id]} for x in suggestions if x.case_id in others]
 
 
 def case_context(s: Session, ctx: Context, request: web.Request, case: Case) -> dict[str, Any]:
@@ -193,6 +189,7 @@ def case_context(s: Session, ctx: Context, request: web.Request, case: Case) -> 
     merged_into = s.get(Case, case.merged_into_id) if case.merged_into_id else None
     recs = [r for r in (s.get(Recording, i) for i in tl.recording_ids) if r is not None and r.deleted_at is None] \
         if user.role in LISTENERS else []
+    can = page_actions(ctx, case, user.role)
     return {
         "case": case,
         "personal": _personal(s, case, request, "case detail"),
@@ -204,7 +201,8 @@ def case_context(s: Session, ctx: Context, request: web.Request, case: Case) -> 
         "merged_into": merged_into,
         "recordings": recs,
         "allowed": allowed_actions(case.status),
-        "can": page_actions(ctx, case, user.role),
+        "can": can,
+        "suggestions": merge_suggestions(s, ctx, case) if "merge" in can else [],
         "segments": SEGMENTS,
         "form": {},
         "field_errors": {},
@@ -241,19 +239,18 @@ def review_context(s: Session, ctx: Context, request: web.Request, case: Case) -
         for w in (transcript.words if transcript else [])
         if isinstance(w, dict)
     ]
-    suggestions = duplicates.suggest(s, case, settings=ctx.settings.cases)
-    others = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_([x.case_id for x in suggestions])))}
     return {
         "case": case,
         "personal": _personal(s, case, request, "draft review"),
         "recording": recording if recording is not None and recording.deleted_at is None else None,
         "words": words,
         "threshold": threshold,
-        "suggestions": [{"s": x, "case": others[x.case_id]} for x in suggestions if x.case_id in others],
+        "suggestions": merge_suggestions(s, ctx, case),
         "allowed": allowed_actions(case.status),
         "form": {},
         "field_errors": {},
         "message": None,
+        "failed": None,
     }
 
 
@@ -408,15 +405,19 @@ async def discard(request: web.Request) -> web.StreamResponse:
 @routes.post("/cases/{id}/merge", summary="Merge into another case (form)", roles=ACTION_ROLES["merge"], document=False)
 @page
 async def merge(request: web.Request) -> web.StreamResponse:
+    """The case to merge into is named by its number, as in the API (a suggestion's button sends
+    it, or the operator types it); a refused merge comes back to the page the form was on."""
+    back: Literal["review", "case"] = "review" if _text(await request.post(), "back") == "review" else "case"
+
     def run(s: Session, ctx: Context, case: Case, form: Any, actor: str) -> int:
-        raw = _text(form, "into")
-        into = s.get(Case, int(raw)) if raw.isdigit() and 1 <= int(raw) <= MAX_ID else None
+        number = _text(form, "into").strip()
+        into = s.scalar(select(Case).where(Case.number == number)) if re.fullmatch(NUMBER_RE, number) else None
         if into is None:
-            raise CaseValidationError({"into": "no such case"})
+            raise CaseValidationError({"into": f"no such case: {number[:40]}" if number else "no such case"})
         actions.merge(s, case, into, actor=actor, expected_version=_version(form), note=_optional(form, "note"))
         return case.id
 
-    return await _act(request, "merge", run, back_to="review")
+    return await _act(request, "merge", run, back_to=back)
 
 
 @routes.post("/cases/{id}/key-supervision", summary="Mark or unmark key supervision (form)",
