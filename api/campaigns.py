@@ -38,6 +38,7 @@ from campaigns.errors import CampaignError, NotFound, StateError, TargetError, W
 from campaigns.lifecycle import check_recurrence, create_campaign, progress, transition
 from campaigns.models import CANCELLED, PAUSED, RUNNING, SCHEDULED, Campaign, CampaignTarget, DoNotCall, FollowUp
 from campaigns.runner import follow_ups
+from campaigns.scheduler import next_runs, stored_next_run
 from campaigns.targets import (
     MAX_CSV_BYTES,
     PhoneError,
@@ -53,6 +54,7 @@ from campaigns.targets import (
 from campaigns.windows import parse_spans, zone
 from cases.models import Case
 from cases.privacy import mask_phone, visible_fields
+from config.context import Context
 from config.db import transaction, utcnow
 
 routes = Routes("campaigns")
@@ -128,6 +130,11 @@ class CampaignOut(ApiModel):
     prompt_script: str
     recurrence: str | None
     start_at: dt.datetime | None
+    next_runs: list[dt.datetime] = Field(description="a recurring campaign's next runs by its schedule, in the "
+                                                     "centre's time zone (empty when it will not run again)")
+    scheduled_run: dt.datetime | None = Field(description="its next run as the scheduler's job holds it (centre's time "
+                                                          "zone); null until the running scheduler takes it up, "
+                                                          "within one tick")
     created_by: str
     created_at: dt.datetime
     finished_at: dt.datetime | None
@@ -258,12 +265,16 @@ def _campaign(s: Session, request: web.Request) -> Campaign:
     return campaign
 
 
-def campaign_out(s: Session, c: Campaign) -> CampaignOut:
+def campaign_out(s: Session, c: Campaign, ctx: Context) -> CampaignOut:
+    tz = ctx.settings.calendar.tz
+    stored = stored_next_run(s, c.id) if c.recurrence is not None else None
     return CampaignOut(
         id=c.id, name=c.name, purpose=c.purpose, state=c.state, selection=c.selection or {}, windows=c.windows,
         days=c.days, timezone=c.timezone, max_attempts=c.max_attempts, retry_minutes=c.retry_minutes,
         concurrency=c.concurrency, caller_id=c.caller_id, prompt_script=c.prompt_script, recurrence=c.recurrence,
-        start_at=c.start_at, created_by=c.created_by, created_at=c.created_at, finished_at=c.finished_at,
+        start_at=c.start_at, next_runs=[r.astimezone(tz) for r in next_runs(c, ctx.now())],
+        scheduled_run=stored.astimezone(tz) if stored is not None else None,
+        created_by=c.created_by, created_at=c.created_at, finished_at=c.finished_at,
         progress=ProgressOut(**progress(s, c)),
     )
 
@@ -369,7 +380,7 @@ async def create(request: web.Request) -> web.Response:
             campaign.last_run_at = sel.until if campaign.recurrence else None
         elif sel.source == "callbacks":
             add_targets(s, campaign, preview_callbacks(s, select_callbacks(s), campaign_id=campaign.id), now=utcnow())
-        out = campaign_out(s, campaign)
+        out = campaign_out(s, campaign, ctx)
         return CampaignCreated(**out.model_dump(), preview=_stored_preview(s, campaign.id))
 
     def named_once(s: Session) -> None:
@@ -383,15 +394,17 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get(BASE, summary="List campaigns with their progress", roles=ROLES, response=CampaignList)
 async def list_campaigns(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+
     def work(s: Session) -> CampaignList:
-        return CampaignList(items=[campaign_out(s, c) for c in s.scalars(select(Campaign).order_by(Campaign.id.desc()))])
+        return CampaignList(items=[campaign_out(s, c, ctx) for c in s.scalars(select(Campaign).order_by(Campaign.id.desc()))])
 
     return json_response((await _db(request, work, write=False)).model_dump(mode="json"))
 
 
 @routes.get(ID, summary="One campaign", roles=ROLES, response=CampaignOut, errors=(404,))
 async def get_one(request: web.Request) -> web.Response:
-    result = await _db(request, lambda s: campaign_out(s, _campaign(s, request)), write=False)
+    result = await _db(request, lambda s: campaign_out(s, _campaign(s, request), request.app[CTX]), write=False)
     return json_response(result.model_dump(mode="json"))
 
 
@@ -420,7 +433,7 @@ def _state_route(action: str, to: str, summary: str) -> None:
         def work(s: Session) -> CampaignOut:
             campaign = _campaign(s, request)
             transition(s, campaign, to, now=utcnow())
-            return campaign_out(s, campaign)
+            return campaign_out(s, campaign, request.app[CTX])
 
         return json_response((await _db(request, work)).model_dump(mode="json"))
 

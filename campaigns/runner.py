@@ -22,7 +22,11 @@ past; it is dialled only while the campaign's calling window is open, and never 
 ``concurrency`` of its targets are ``dialing`` (counted in the database, so the cap holds
 across ticks and restarts). On PostgreSQL the campaign row is locked (FOR UPDATE) while its
 targets are claimed, so two scheduler processes cannot together exceed the cap; on SQLite
-one scheduler per database is assumed (the embedded, one-machine setup).
+one scheduler per database is assumed (the embedded, one-machine setup). Above the campaigns'
+own caps, ``[campaigns] max_lines`` bounds the targets ``dialing`` in all campaigns together
+(the trunk's share for outbound calls); it is counted the same way, and holds across the
+campaigns of one scheduler because claims are serialised in this process (see Refill). Lines
+go to campaigns in id order at a tick, and a freed line first to the campaign that freed it.
 
 Refill: a line freed by an ended attempt is refilled at once, not at the next tick (with a
 1 s tick the engine averaged 79 % of the cap). The ended attempt asks for a tick limited
@@ -306,7 +310,8 @@ class Runner:
             return []
         if not self.window(campaign).in_window(now):
             return []
-        free = campaign.concurrency - count_targets(s, campaign.id, DIALING)
+        free = min(campaign.concurrency - count_targets(s, campaign.id, DIALING),
+                   self.settings.max_lines - lines_in_use(s))
         claims: list[Claim] = []
         while free > 0:
             due = list(
@@ -489,6 +494,11 @@ class Runner:
         if open_attempts:
             log.warning("recovered interrupted attempts", count=len(open_attempts))
         return [a.id for a in open_attempts]
+
+
+def lines_in_use(s: Session) -> int:
+    """Targets ``dialing`` in all campaigns: the lines ``[campaigns] max_lines`` bounds."""
+    return s.scalar(select(func.count()).select_from(CampaignTarget).where(CampaignTarget.state == DIALING)) or 0
 
 
 def settle(

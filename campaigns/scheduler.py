@@ -19,6 +19,10 @@ Misfires and restarts:
 * at start, :meth:`Runner.recover` closes attempts a killed process left open before the
   first tick (no double call, no skipped target).
 
+Campaigns are created and started through the API, possibly in another process: each tick
+also brings the cron jobs in line with the campaigns (:meth:`CampaignScheduler.sync_recurrences`),
+so a recurring campaign made in the page has its job within one tick, without a restart.
+
 One scheduler per database: APScheduler 3 does not coordinate several schedulers over one
 job store (each would fire every job).
 """
@@ -38,8 +42,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from campaigns.callback_targets import SOURCE as CALLBACK_SOURCE
 from campaigns.callback_targets import preview_callbacks, select_callbacks
 from campaigns.errors import CampaignError, NotFound
-from campaigns.lifecycle import transition
-from campaigns.models import JOBS_TABLE, RUNNING, SCHEDULED, Campaign
+from campaigns.lifecycle import count_targets, transition
+from campaigns.models import CANCELLED, FINISHED, JOBS_TABLE, PENDING, RUNNING, SCHEDULED, Campaign, scheduler_jobs
 from campaigns.runner import Runner
 from campaigns.targets import SELECT_STATUSES, add_targets, preview, select_cases
 from campaigns.windows import zone
@@ -70,12 +74,44 @@ def recurrence_job_id(campaign_id: int) -> str:
     return f"campaign-{campaign_id}-recurrence"
 
 
+def recurrence_trigger(expr: str, timezone: str, start_at: dt.datetime | None = None) -> CronTrigger:
+    """The cron trigger of a recurring campaign, read in its own time zone; never before ``start_at``.
+
+    ``CronTrigger.from_crontab`` with a start date (which it does not take). Weekdays are best given
+    by name: APScheduler 3 counts 0 as Monday, where crontab counts 0 as Sunday.
+    """
+    minute, hour, day, month, day_of_week = expr.split()  # five fields: lifecycle.check_recurrence accepted it
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week,
+                       timezone=zone(timezone), start_date=start_at)
+
+
+def next_runs(campaign: Campaign, now: dt.datetime, count: int = 3) -> list[dt.datetime]:
+    """The next ``count`` times a recurring campaign's job fires after ``now`` (none when it will not run again)."""
+    if campaign.recurrence is None or campaign.state in (FINISHED, CANCELLED):
+        return []
+    trigger = recurrence_trigger(campaign.recurrence, campaign.timezone, campaign.start_at)
+    runs: list[dt.datetime] = []
+    fire = trigger.get_next_fire_time(None, now)
+    while fire is not None and len(runs) < count:
+        runs.append(fire)
+        fire = trigger.get_next_fire_time(fire, fire + dt.timedelta(seconds=1))
+    return runs
+
+
+def stored_next_run(session: Session, campaign_id: int) -> dt.datetime | None:
+    """When the scheduler's job of a recurring campaign fires next, as the job store holds it; None while the
+    running scheduler has not taken the campaign up yet (it does at its next tick), or without a scheduler."""
+    value = session.scalar(select(scheduler_jobs.c.next_run_time).where(scheduler_jobs.c.id == recurrence_job_id(campaign_id)))
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
 async def tick_job() -> None:
-    """Stored job: one runner tick."""
+    """Stored job: bring the cron jobs in line with the campaigns, then one runner tick."""
     active = _ACTIVE.get("default")
     if active is None:
         log.warning("campaign tick fired with no scheduler running in this process")
         return
+    active.apply_recurrences(await asyncio.to_thread(active.wanted_recurrences))
     await active.runner.tick()
 
 
@@ -116,7 +152,8 @@ def run_recurrence(sessions: sessionmaker[Session], campaign_id: int, now: dt.da
             result = preview(s, cases, campaign_id=campaign.id)
         n = add_targets(s, campaign, result, now=now)
         campaign.last_run_at = now
-        if n and campaign.state == SCHEDULED:
+        # Targets selected when the campaign was made (its first date range) wait for its first run too.
+        if campaign.state == SCHEDULED and count_targets(s, campaign.id, PENDING):
             transition(s, campaign, RUNNING, now=now)
         log.info("recurring run selected targets", campaign=campaign.name, since=since.isoformat(), targets=n)
         return n
@@ -148,21 +185,30 @@ class CampaignScheduler:
 
     def sync_recurrences(self) -> None:
         """One cron job per recurring campaign that is not final; keep unchanged jobs (and their misfires)."""
+        self.apply_recurrences(self.wanted_recurrences())
+
+    def wanted_recurrences(self) -> dict[str, tuple[int, str, str, dt.datetime | None]]:
+        """The cron jobs the campaigns call for, by job id (reads the database: run it in a thread on the loop)."""
         with self.runner.sessions() as s:
-            wanted = {
-                recurrence_job_id(c.id): (c.id, c.recurrence, c.timezone)
-                for c in s.scalars(select(Campaign).where(Campaign.recurrence.is_not(None), Campaign.state.not_in(("finished", "cancelled"))))
+            return {
+                recurrence_job_id(c.id): (c.id, c.recurrence, c.timezone, c.start_at)
+                for c in s.scalars(select(Campaign).where(Campaign.recurrence.is_not(None), Campaign.state.not_in((FINISHED, CANCELLED))))
+                if c.recurrence is not None
             }
-        for job in self.scheduler.get_jobs():
+
+    def apply_recurrences(self, wanted: dict[str, tuple[int, str, str, dt.datetime | None]]) -> None:
+        existing = {job.id: job for job in self.scheduler.get_jobs()}  # one read of the job store per tick
+        for job in existing.values():
             if job.id.startswith("campaign-") and job.id not in wanted:
                 job.remove()
-        for job_id, (campaign_id, expr, tz) in wanted.items():
-            name = f"{expr} ({tz})"
-            job = self.scheduler.get_job(job_id)
+        for job_id, (campaign_id, expr, tz, start_at) in wanted.items():
+            # The name says what the job was made from: a changed campaign gets a new trigger, an unchanged one keeps its job.
+            name = f"{expr} ({tz})" + (f" from {start_at.isoformat()}" if start_at is not None else "")
+            job = existing.get(job_id)
             if job is not None and job.name == name:
                 continue
             self.scheduler.add_job(
-                recurrence_job, CronTrigger.from_crontab(expr, timezone=zone(tz)), args=[campaign_id],
+                recurrence_job, recurrence_trigger(expr, tz, start_at), args=[campaign_id],
                 id=job_id, name=name, replace_existing=True,
             )
 

@@ -405,6 +405,9 @@ class CampaignSettings(Section):
     """Wait after an unanswered attempt before the next one."""
     concurrency: int = Field(4, ge=1, le=200)
     """Lines one campaign may use at once."""
+    max_lines: int = Field(8, ge=1, le=1000)
+    """Lines all running campaigns together may use at once (the trunk's share for outbound calls);
+    each campaign's own ``concurrency`` applies as well."""
     caller_id: str = "12389"
     ring_timeout: float = Field(30.0, ge=5.0, le=120.0)
     """Seconds an outbound call rings before it counts as no answer."""

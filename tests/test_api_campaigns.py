@@ -120,6 +120,24 @@ async def test_lifecycle_preview_progress_export(aiohttp_client, ctx) -> None:  
     assert "+8613800138002" in await r.text()
 
 
+async def test_recurring_campaign_shows_its_next_runs(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    """Weekly in the campaign's zone (UTC here), shown in the centre's (+08:00); not before start_at."""
+    client, h = await _client(aiohttp_client, ctx)
+    body = {"name": "每周回访", "selection": SEPT, "recurrence": "30 23 * * sun", "timezone": "UTC",
+            "start_at": "2090-01-01T00:00:00+08:00", "caller_id": "12389", "days": "every_day"}
+    r = await client.post(API, json=body, headers=h)
+    assert r.status == 201, await r.text()
+    c = await r.json()
+    assert (c["recurrence"], c["caller_id"], c["days"]) == ("30 23 * * sun", "12389", "every_day")
+    # the first Sunday from start_at is 2090-01-01: 23:30 UTC then is Monday 07:30 in the centre
+    assert c["next_runs"] == ["2090-01-02T07:30:00+08:00", "2090-01-09T07:30:00+08:00", "2090-01-16T07:30:00+08:00"]
+    assert c["scheduled_run"] is None, "no scheduler has taken it up"
+    r = await client.post(API, json={"name": "一次", "selection": SEPT, "start_at": "2090-01-01T09:00:00+08:00"}, headers=h)
+    assert (await r.json())["next_runs"] == [], "a campaign that does not recur has no runs to list"
+    r = await client.post(f"{API}/{c['id']}/cancel", headers=h)
+    assert (await r.json())["next_runs"] == []
+
+
 async def test_start_without_targets_is_refused(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
     client, h = await _client(aiohttp_client, ctx)
     r = await client.post(API, json={"name": "empty", "selection": {"source": "csv"}}, headers=h)

@@ -1,17 +1,23 @@
 """The campaign page: rendered for campaign staff only, and driven in headless Chromium (log in, create,
-start, watch progress move when the engine settles a target)."""
+start, watch progress move when the engine settles a target; a callback-list campaign; a monthly campaign
+whose job the running scheduler takes up)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 
 import pytest
 from api_support import logged_in_client, make_user
-from campaign_support import make_case
+from campaign_support import SH, FakeDialer, make_case
+from pages_support import browser_login
 from sqlalchemy import select
 
 from api.app import create_app
-from campaigns.models import CampaignTarget
+from campaigns.models import Campaign, CampaignTarget
+from campaigns.runner import Runner
+from campaigns.scheduler import TICK_JOB, CampaignScheduler
+from cases import callbacks
 from config.db import transaction
 
 CHROMIUM = "/usr/bin/chromium"
@@ -90,3 +96,117 @@ async def test_create_start_and_watch_progress_in_chromium(aiohttp_server, ctx) 
             await expect(page.locator("#dnc tbody tr")).to_have_count(0)
         finally:
             await browser.close()
+
+
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}")
+
+
+@needs_chromium
+async def test_callback_list_campaign_in_chromium(aiohttp_server, ctx) -> None:  # type: ignore[no-untyped-def]
+    """"Who to call: callback list" makes a missed-call callback campaign of the open callback entries (no dates
+    asked); a weekly repeat on a weekday becomes a crontab with the weekday's name."""
+    from playwright.async_api import async_playwright, expect
+
+    with transaction(ctx.sessions) as s:
+        callbacks.add(s, "13800138001", "abandoned")
+        callbacks.add(s, "+86 138 0013 8002", "requested")
+        make_case(s, "20260901-0001", "13800138009")  # a replied case: never a callback campaign's target
+    user, password = make_user(ctx.sessions, "campaign")
+    server = await aiohttp_server(create_app(ctx))
+    base = str(server.make_url("/")).rstrip("/")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser_login(browser, base, user.username, password)
+            await page.goto(base + "/campaigns?lang=en")
+            form = page.locator("#create")
+            await form.locator("select[name=source]").select_option("callbacks")
+            await expect(form.locator("input[name=since]")).to_be_hidden()
+            await expect(form.locator("input[name=until]")).to_be_hidden()
+            await form.locator("input[name=name]").fill("Missed calls")
+            await form.locator("select[name=repeat]").select_option("weekly")
+            await expect(form.locator("input[name=day]")).to_be_hidden()
+            await form.locator("select[name=weekday]").select_option("fri")
+            await form.locator("input[name=time]").fill("14:30")
+            await form.locator("button[type=submit]").click()
+            await expect(page.locator("#create-result")).to_have_text("Created: Missed calls (Targets 2, Dropped 0)")
+            row = page.locator("#campaigns tbody tr").first
+            await expect(row.locator(".recurrence")).to_have_text("30 14 * * fri")
+            runs = (await row.locator(".next-runs").inner_text()).removeprefix("Next runs: ").split(", ")
+            assert len(runs) == 3
+            for run in runs:  # shown in the centre's zone, whatever the browser's
+                when = dt.datetime.strptime(run, "%Y-%m-%d %H:%M")
+                assert (when.strftime("%a"), when.time()) == ("Fri", dt.time(14, 30)), runs
+            await row.get_by_role("button", name="Preview").click()
+            await expect(page.locator("#preview-targets")).to_have_text("2")
+            # back to cases: the date range is asked again
+            await form.locator("select[name=source]").select_option("cases")
+            await expect(form.locator("input[name=since]")).to_be_visible()
+            assert await form.locator("input[name=since]").evaluate("e => e.required && e.validity.valueMissing")
+        finally:
+            await browser.close()
+    with ctx.sessions() as s:
+        campaign = s.scalars(select(Campaign)).one()
+        assert (campaign.purpose, campaign.selection["source"], campaign.recurrence) == ("callback", "callbacks",
+                                                                                       "30 14 * * fri")
+        targets = s.scalars(select(CampaignTarget).where(CampaignTarget.campaign_id == campaign.id)).all()
+        assert sorted(t.phone for t in targets) == ["+8613800138001", "+8613800138002"]
+        assert all(t.callback_id is not None and t.case_id is None for t in targets)
+
+
+@needs_chromium
+async def test_schedule_a_monthly_campaign_in_chromium(aiohttp_server, ctx) -> None:  # type: ignore[no-untyped-def]
+    """Monthly on the 1st at 09:00 from a start time: the page shows the next runs, and once started, the
+    scheduler's job (taken up by the running scheduler at its next tick, no restart)."""
+    from playwright.async_api import async_playwright, expect
+
+    with transaction(ctx.sessions) as s:
+        make_case(s, "20260901-0001", "13800138001")
+    user, password = make_user(ctx.sessions, "campaign")
+    scheduler = CampaignScheduler(ctx.engine, Runner(ctx, FakeDialer(), clock=ctx.now), tick_seconds=15,
+                                  timezone=ctx.settings.calendar.timezone)
+    await scheduler.start(paused=True)  # the service's scheduler, its ticks fired by hand below
+    server = await aiohttp_server(create_app(ctx))
+    base = str(server.make_url("/")).rstrip("/")
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM)
+            try:
+                page = await browser_login(browser, base, user.username, password)
+                await page.goto(base + "/campaigns")
+                form = page.locator("#create")
+                await form.locator("input[name=name]").fill("每月回访")
+                await form.locator("input[name=since]").fill("2026-09-01")
+                await form.locator("input[name=until]").fill("2026-10-01")
+                await form.locator("select[name=days]").select_option("every_day")
+                await form.locator("input[name=caller_id]").fill("0796 12389")
+                await form.locator("input[name=start_at]").fill("2090-01-01T00:00")
+                await expect(form.locator("input[name=time]")).to_be_hidden()
+                await form.locator("select[name=repeat]").select_option("monthly")
+                await expect(form.locator("select[name=weekday]")).to_be_hidden()
+                await form.locator("input[name=day]").fill("1")
+                await form.locator("input[name=time]").fill("09:00")
+                await form.locator("button[type=submit]").click()
+                await expect(page.locator("#create-error")).to_contain_text("caller_id")
+                await form.locator("input[name=caller_id]").fill("079612389")
+                await form.locator("button[type=submit]").click()
+                await expect(page.locator("#create-result")).to_contain_text("每月回访")
+                row = page.locator("#campaigns tbody tr").first
+                await expect(row.locator(".recurrence")).to_have_text("0 9 1 * *")
+                await expect(row.locator(".next-runs")).to_have_text(
+                    "下次运行: 2090-01-01 09:00, 2090-02-01 09:00, 2090-03-01 09:00")
+                await expect(row.locator(".job")).to_have_count(0)  # a draft has no job to wait for
+                await row.get_by_role("button", name="开始").click()
+                await expect(row.locator(".state")).to_have_text("scheduled")
+                await expect(row.locator(".job")).to_have_text("调度器尚未接手")
+                await scheduler.scheduler.get_job(TICK_JOB).func()  # the scheduler's next tick
+                await expect(row.locator(".job")).to_have_text("调度器已排定: 2090-01-01 09:00", timeout=15_000)
+            finally:
+                await browser.close()
+    finally:
+        await scheduler.stop()
+    with ctx.sessions() as s:
+        campaign = s.scalars(select(Campaign)).one()
+        assert (campaign.recurrence, campaign.days, campaign.caller_id, campaign.state) == (
+            "0 9 1 * *", "every_day", "079612389", "scheduled")
+        assert campaign.start_at == dt.datetime(2090, 1, 1, tzinfo=SH)

@@ -166,6 +166,34 @@ async def test_concurrency_cap_never_exceeded(ctx, sessions) -> None:  # type: i
         assert progress(s, s.get(Campaign, cid))["done"] == 10
 
 
+async def test_total_line_cap_across_campaigns(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    """Two campaigns of 4 lines each under ``max_lines`` 5: never more than 5 calls at once, and all 5 used."""
+    ctx.settings = ctx.settings.model_copy(update={"campaigns": ctx.settings.campaigns.model_copy(update={"max_lines": 5})})
+    with transaction(sessions) as s:
+        for name, first in (("North", 8001), ("South", 8101)):
+            cases = [make_case(s, f"20260901-{n:04d}", f"1380013{n:04d}") for n in range(first, first + 6)]
+            campaign = new_campaign(s, name, concurrency=4)
+            add_targets(s, campaign, preview(s, cases))
+            transition(s, campaign, "scheduled")
+    gate = asyncio.Event()
+    dialer = FakeDialer(gate=gate)
+    r = runner(ctx, dialer, Clock(at("2026-09-16 15:00")))
+    for _ in range(3):
+        await r.tick()
+        await asyncio.sleep(0)
+    assert len(dialer.calls) == 5 and dialer.max_active == 5
+    with sessions() as s:
+        assert sorted(progress(s, c)["dialing"] for c in s.scalars(select(Campaign))) == [1, 4]
+    gate.set()
+    while True:
+        await r.drain()
+        if not await r.tick():
+            break
+    assert dialer.max_active == 5 and len(dialer.calls) == 12
+    with sessions() as s:
+        assert [progress(s, c)["done"] for c in s.scalars(select(Campaign))] == [6, 6]
+
+
 async def test_paused_and_cancelled_campaigns_are_not_dialled(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
     cid = setup(sessions)
     with transaction(sessions) as s:

@@ -8,7 +8,8 @@ from sqlalchemy import MetaData, select
 from campaigns.lifecycle import transition
 from campaigns.models import Campaign, CampaignTarget, scheduler_jobs
 from campaigns.runner import Runner
-from campaigns.scheduler import TICK_JOB, CampaignScheduler, recurrence_job_id, run_recurrence, tick_job
+from campaigns.scheduler import TICK_JOB, CampaignScheduler, next_runs, recurrence_job_id, run_recurrence, tick_job
+from campaigns.targets import add_targets, preview
 from campaign_support import Clock, FakeDialer, at, make_case, new_campaign
 from config.db import transaction
 
@@ -107,3 +108,47 @@ def test_recurring_selection_since_last_run(ctx, sessions) -> None:  # type: ign
     with transaction(sessions) as s:
         transition(s, s.get(Campaign, cid), "paused")
     assert run_recurrence(sessions, cid, at("2026-09-21 10:00")) == 0
+
+
+async def test_a_campaign_made_while_running_gets_its_job_at_the_next_tick(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    sched = make(ctx, Clock(at("2026-09-16 10:00")))
+    await sched.start(paused=True)
+    try:
+        assert [j for j, _ in sched.jobs()] == [TICK_JOB]
+        with transaction(sessions) as s:  # made and started through the API, meanwhile
+            weekly = new_campaign(s, "Weekly", recurrence="30 9 * * mon", start_at=at("2090-01-01 00:00"))
+            transition(s, weekly, "scheduled")
+            cid = weekly.id
+        await sched.scheduler.get_job(TICK_JOB).func()
+        jobs = dict(sched.jobs())
+        assert set(jobs) == {TICK_JOB, recurrence_job_id(cid)}
+        # APScheduler fires on the wall clock; never before start_at: the first Monday of 2090, 09:30 in Shanghai
+        assert jobs[recurrence_job_id(cid)] == at("2090-01-02 09:30")
+        with sessions() as s:
+            assert next_runs(s.get(Campaign, cid), at("2026-09-16 10:00")) == [
+                at("2090-01-02 09:30"), at("2090-01-09 09:30"), at("2090-01-16 09:30")]
+            assert next_runs(s.get(Campaign, cid), at("2090-01-09 09:30")) == [
+                at("2090-01-09 09:30"), at("2090-01-16 09:30"), at("2090-01-23 09:30")]
+        with transaction(sessions) as s:
+            transition(s, s.get(Campaign, cid), "cancelled")
+        await sched.scheduler.get_job(TICK_JOB).func()
+        assert [j for j, _ in sched.jobs()] == [TICK_JOB]
+        with sessions() as s:
+            assert next_runs(s.get(Campaign, cid), at("2026-09-16 10:00")) == []
+    finally:
+        await sched.stop()
+
+
+def test_first_run_dials_the_targets_selected_at_creation(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    """A recurring campaign made with a first date range: those targets wait for the first run, which
+    starts the campaign even when no case was replied since."""
+    with transaction(sessions) as s:
+        case = make_case(s, "20260901-0001", "13800138001", reached=at("2026-09-03 10:00"))
+        campaign = new_campaign(s, "Monthly", recurrence="0 9 1 * *")
+        add_targets(s, campaign, preview(s, [case]))
+        campaign.last_run_at = at("2026-09-15 00:00")
+        transition(s, campaign, "scheduled")
+        cid = campaign.id
+    assert run_recurrence(sessions, cid, at("2026-10-01 09:00")) == 0
+    with sessions() as s:
+        assert s.get(Campaign, cid).state == "running"
