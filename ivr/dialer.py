@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +31,7 @@ from ivr import live
 from ivr.call import LiveCall, end_when_media_stops, follow_media
 from ivr.call_rows import close_call_row, create_call_row, mark_answered
 from ivr.media.session import MediaSession
+from ivr.models import Call
 from ivr.sip.message import SipParseError, new_call_id, parse_uri
 from ivr.sip.outgoing import DialOutcome, OutgoingCall
 from ivr.sip.ua import SipServer
@@ -150,15 +152,56 @@ class Dialer:
                                     end_reason=leg.end_reason)
             log.info("dial ended", uri=uri[:120], outcome=outcome, status=leg.sip_status, row=row_id)
             return DialResult(outcome, leg.sip_status, None, row_id, uri)
-        follow_media(leg, media)
-        await asyncio.to_thread(mark_answered, self.sessions, row_id, disposition)
-        wav = await asyncio.to_thread(live.begin, self.settings, row, record_kind)
-        call = LiveCall(leg, media, self.prompts, wav, language=self.settings.prompts.default_language)
-        task = asyncio.ensure_future(self._close_when_ended(leg, media, row_id, call))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Writing the answer down takes two trips to threads. A dial cancelled meanwhile (the queue's
+        # ring timed out, the caller left, another ring-all operator answered first) must not leave
+        # the callee up with nobody knowing: the set-up runs on, shielded, and its call is hung up.
+        setup = asyncio.ensure_future(self._take_answer(leg, media, row, disposition, record_kind))
+        try:
+            call = await asyncio.shield(setup)
+        except asyncio.CancelledError:
+            self._keep(self._hang_up_when_set_up(setup, uri))
+            raise
         log.info("dial answered", uri=uri[:120], row=row_id, codec=leg.remote_media.codec if leg.remote_media else None)
         return DialResult(outcome, leg.sip_status, call, row_id, uri)
+
+    async def _take_answer(self, leg: OutgoingCall, media: MediaSession, row: Call, disposition: str,
+                           record_kind: str) -> LiveCall:
+        """The answered leg as a LiveCall whose end is looked after (`_close_when_ended`); if this fails
+        or is cancelled before that, the callee gets a BYE and the port and row are closed here."""
+        wav: Path | None = None
+        try:
+            follow_media(leg, media)
+            await asyncio.to_thread(mark_answered, self.sessions, row.id, disposition)
+            wav = await asyncio.to_thread(live.begin, self.settings, row, record_kind)
+            call = LiveCall(leg, media, self.prompts, wav, language=self.settings.prompts.default_language)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(leg.hangup(), 5)
+            await media.close()
+            if wav is not None:
+                wav.with_suffix(".json").unlink(missing_ok=True)
+            await asyncio.to_thread(close_call_row, self.sessions, row.id, disposition=None, end_reason=leg.end_reason)
+            raise
+        self._keep(self._close_when_ended(leg, media, row.id, call))
+        return call
+
+    async def _hang_up_when_set_up(self, setup: asyncio.Future[LiveCall], uri: str) -> None:
+        """The dial was cancelled after the callee answered: BYE them once the set-up is done
+        (a failed set-up has hung up already; `_close_when_ended` then closes the rest)."""
+        try:
+            call = await setup
+        except Exception:  # noqa: BLE001 - nobody awaits the dial any more; _take_answer has hung up
+            log.exception("answered call could not be set up after the dial was cancelled", uri=uri[:120])
+            return
+        log.info("dial cancelled after the answer; hanging up", uri=uri[:120])
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(call.hangup(), 5)
+
+    def _keep(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as one of the IVR's call tasks (stopping the IVR cancels it)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _close_when_ended(self, leg: OutgoingCall, media: MediaSession, row_id: int, call: LiveCall) -> None:
         """Whoever ends the call, the RTP port is released, the recording stored and the row closed;

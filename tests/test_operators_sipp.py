@@ -27,6 +27,8 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +44,7 @@ from ivr_harness import HOTLINE, IvrService, clean_environ, ivr_prompts, ivr_ser
 from recordings.models import Recording
 from sipp_support import (
     SippProcess,
+    load_pcm_8k,
     free_media_port,
     free_udp_port,
     make_rtp_pcap,
@@ -49,7 +52,8 @@ from sipp_support import (
     requires_pcap_play,
     start_sipp,
 )
-from transcription.models import TranscriptionJob
+from test_ivr_sipp import SPEECH, reference, write_wav
+from transcription.models import Transcript, TranscriptionJob
 
 pytestmark = [requires_pcap_play, pytest.mark.slow]
 
@@ -58,6 +62,10 @@ CALLER = "13800138001"
 OFFICE_HOURS = "2026-12-08T10:00:00+08:00"
 """A Tuesday morning: the centre is open by its calendar."""
 FRAME = 160
+OPERATOR_PASSWORD = "Operator-pass-2026"
+CALLER_CLIPS = ("104_003_0019", "104_003_0253", "104_003_0280")
+OPERATOR_CLIPS = ("104_003_0193", "104_003_0294", "104_003_0352")
+"""Real Korean read speech (the test model is Korean), different sentences on each side."""
 
 
 # --------------------------------------------------------------------------- audio helpers
@@ -150,9 +158,10 @@ def rtp_range() -> range:
 
 
 def start_service(ivr_service, ports: range, tmp: Path, env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
-                  **queue: str) -> IvrService:
+                  parts: tuple[str, ...] = ("ivr",), **queue: str) -> IvrService:
     """Office hours by the rehearsal clock, RTP on `ports`, and silent hold music (the built-in
-    melody has A4 = 440 Hz notes, which would pass for the caller's tone)."""
+    melody has A4 = 440 Hz notes, which would pass for the caller's tone). With "api" in `parts`
+    the API listens on a free port too (`api_url`)."""
     silence = tmp / "hold-silence.wav"
     with wave.open(str(silence), "wb") as w:
         w.setnchannels(1)
@@ -162,12 +171,43 @@ def start_service(ivr_service, ports: range, tmp: Path, env: dict[str, str] | No
     env = {**(env or {}), "HOTLINE_CALENDAR__CLOCK_START": OFFICE_HOURS, "HOTLINE_SIP__RTP_PORT_MIN": str(ports.start),
            "HOTLINE_SIP__RTP_PORT_MAX": str(ports.stop - 1), "HOTLINE_QUEUE__HOLD_MUSIC": str(silence)}
     env.update({f"HOTLINE_QUEUE__{k.upper()}": v for k, v in queue.items()})
-    return ivr_service(env)  # type: ignore[no-any-return]
+    if "api" in parts:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            env["HOTLINE_API__PORT"] = str(s.getsockname()[1])
+    svc = ivr_service(env, parts=parts)
+    if "api" in parts:
+        wait_log(svc, "api listening")
+    return svc  # type: ignore[no-any-return]
+
+
+def api_url(svc: IvrService) -> str:
+    return f"http://{HOST}:{svc.env['HOTLINE_API__PORT']}"
+
+
+def api(svc: IvrService, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """One JSON request to the service's API: (status, decoded body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api_url(svc) + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read() or b"null")
+
+
+def api_token(svc: IvrService, username: str, password: str = OPERATOR_PASSWORD) -> str:
+    status, body = api(svc, "POST", "/api/v1/auth/token", {"username": username, "password": password})
+    assert status == 201, body
+    return body["token"]  # type: ignore[no-any-return]
 
 
 def add_operator(svc: IvrService, name: str, sip_port: int) -> int:
     r = subprocess.run([HOTLINE, "users", "add", name, "--role", "operator", "--sip-uri", f"sip:{name}@{HOST}:{sip_port}",
-                        "--password-stdin"], input="Operator-pass-2026\n", env={**clean_environ(), **svc.env},
+                        "--password-stdin"], input=OPERATOR_PASSWORD + "\n", env={**clean_environ(), **svc.env},
                        capture_output=True, text=True, timeout=120, cwd=svc.workdir)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return next(o["user_id"] for o in operators(svc) if o["username"] == name)
@@ -212,6 +252,27 @@ def caller_pcap(tmp: Path, seconds: float = 30) -> Path:
 
 def operator_pcap(tmp: Path, seconds: float = 20) -> Path:
     return make_rtp_pcap(tone_wav(tmp / "a1k.wav", 1000, seconds), tmp / "operator.pcap").path
+
+
+def speech_wav(path: Path, clips: tuple[str, ...], seconds: float) -> Path:
+    """The Zeroth clips one after another, again and again, for `seconds`."""
+    pcm = b""
+    while len(pcm) < seconds * 16000:
+        pcm += b"".join(load_pcm_8k(SPEECH / "ko-zeroth" / f"{c}_8k.wav") for c in clips)
+    return write_wav(path, pcm[: int(seconds * 16000)])
+
+
+def bigrams(text: str) -> set[str]:
+    t = "".join(text.split())
+    return {t[i : i + 2] for i in range(len(t) - 1)}
+
+
+def closer_to(text: str, mine: tuple[str, ...], theirs: tuple[str, ...]) -> tuple[float, float]:
+    """Share of the transcript's character bigrams found in each side's reference sentences."""
+    got = bigrams(text)
+    ref = {side: set().union(*(bigrams(reference(f"ko-zeroth/{c}_8k.wav")) for c in clips))
+           for side, clips in (("mine", mine), ("theirs", theirs))}
+    return len(got & ref["mine"]) / max(1, len(got)), len(got & ref["theirs"]) / max(1, len(got))
 
 
 def start_caller(svc: IvrService, scenario: str, tmp: Path, name: str, caller: str = CALLER, **keys: Any) -> SippProcess:
@@ -398,3 +459,134 @@ def test_operator_hanging_up_during_consent_notice_sends_caller_back_to_queue(iv
     with db(svc)() as s:
         recs = s.scalars(select(Recording).where(Recording.call_id == row["id"])).all()
     assert [r.kind for r in recs] == ["conversation"]  # one conversation: nothing recorded with the first operator
+
+
+def test_conversation_transcribed_per_channel_and_shown_with_the_case(ivr_service, sniffer, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                       ko_model: Path) -> None:
+    """Done when of issue 5: the stereo recording and its two transcripts are attached to the call.
+
+    Both sides speak (real Korean read speech, other sentences on each side). During the call the
+    operator opens a case from it (the screen pop's POST /api/v1/calls/{id}/case); the real worker
+    then transcribes each channel with the real Vosk model, and the case as the API shows it has
+    the conversation with a transcript per channel: left the caller's sentences, right the operator's."""
+    svc = start_service(ivr_service, sniffer.ports, tmp_path, parts=("ivr", "api"), wrap_up_seconds="5")
+    port = free_udp_port()
+    add_operator(svc, "optalk", port)
+    svc.hotline("operators", "presence", "optalk", "available")
+    op_pcap = make_rtp_pcap(speech_wav(tmp_path / "op.wav", OPERATOR_CLIPS, 40), tmp_path / "op.pcap").path
+    phone = start_phone("op_answer", tmp_path, "op", port, pcap=op_pcap, hold_ms=25_000)  # then the operator hangs up
+    caller_wav = speech_wav(tmp_path / "caller.wav", CALLER_CLIPS, 60)
+    caller = start_caller(svc, "vm_leave_message", tmp_path, "caller", bye_wait_ms=90_000,
+                          pcap=make_rtp_pcap(caller_wav, tmp_path / "caller.pcap", digits=[(0.5, "1")]).path)
+    wait_log(svc, "conversation started")
+    call = next(c for c in svc.calls() if c["direction"] == "in")
+    token = api_token(svc, "optalk")
+    status, case = api(svc, "POST", f"/api/v1/calls/{call['id']}/case", {"content": "opened while talking"}, token)
+    assert status == 201, case
+    assert (case["source_call_id"], case["source_recording_id"]) == (call["id"], None)  # not stored yet
+    results = [caller.wait(120), phone.wait(60)]
+    assert all(r.ok for r in results), "\n".join(r.describe() for r in results) + svc.describe()
+    row = svc.wait_call_ended(call["sip_call_id"])
+    assert row["disposition"] == "operator" and row["recording_id"] is not None, row
+
+    svc.hotline("worker", "--once", extra_env={"HOTLINE_TRANSCRIPTION__MODEL_PATH": str(ko_model)}, timeout=900)
+    with db(svc)() as s:
+        rec = s.get(Recording, row["recording_id"])
+        assert rec is not None and (rec.kind, rec.channels, rec.call_id) == ("conversation", 2, row["id"])
+        transcripts = s.scalars(select(Transcript).where(Transcript.recording_id == rec.id)
+                                .order_by(Transcript.channel)).all()
+        assert [t.channel for t in transcripts] == [0, 1], [(t.channel, t.text) for t in transcripts]
+        left, right = transcripts
+        assert left.words and right.words and left.text.strip() and right.text.strip()
+        assert left.duration == right.duration == pytest.approx(rec.duration, abs=0.1)
+    # Who said what: each channel's words come from its own side's sentences, not the other's.
+    caller_side, operator_side = closer_to(left.text, CALLER_CLIPS, OPERATOR_CLIPS), closer_to(right.text, OPERATOR_CLIPS, CALLER_CLIPS)
+    print(f"\nleft {caller_side} {left.text[:120]!r}\nright {operator_side} {right.text[:120]!r}")
+    assert caller_side[0] > 2 * caller_side[1] and operator_side[0] > 2 * operator_side[1], (caller_side, operator_side)
+
+    # The reviewer's view: the case opened from the call carries the recording and both transcripts.
+    status, body = api(svc, "GET", f"/api/v1/cases/{case['number']}", token=token)
+    assert status == 200, body
+    detail = body["case"]
+    assert [r["id"] for r in detail["recordings"]] == [rec.id] and detail["recordings"][0]["kind"] == "conversation"
+    shown = {(t["recording_id"], t["channel"]): t for t in detail["transcripts"]}
+    assert set(shown) == {(rec.id, 0), (rec.id, 1)}, detail["transcripts"]
+    assert (shown[rec.id, 0]["text"], shown[rec.id, 1]["text"]) == (left.text, right.text)
+    assert shown[rec.id, 0]["words"] and shown[rec.id, 1]["words"]
+
+
+def test_ring_all_two_operators_answer_at_once_one_is_bridged_the_other_gets_a_bye(ivr_service, sniffer,  # type: ignore[no-untyped-def]
+                                                                                 tmp_path: Path) -> None:
+    """Both phones of a ring-all answer the instant they ring: one operator talks with the caller,
+    the other is hung up by the service (BYE) and stays available. Neither is left up: a phone the
+    service forgot would hang up by itself after its 60 s hold, and its scenario would get no BYE."""
+    svc = start_service(ivr_service, sniffer.ports, tmp_path, strategy="ring_all", wrap_up_seconds="5")
+    ports = {"opa": free_udp_port(), "opb": free_udp_port()}
+    ids = {name: add_operator(svc, name, port) for name, port in ports.items()}
+    for name in ports:
+        svc.hotline("operators", "presence", name, "available")
+    phones = {name: start_phone("op_answer", tmp_path, name, port, pcap=operator_pcap(tmp_path, 30), hold_ms=60_000)
+              for name, port in ports.items()}
+    caller = start_caller(svc, "vm_hangup_midway", tmp_path, "caller", pcap=caller_pcap(tmp_path), hangup_ms=25_000)
+    caller_result = caller.wait(120)
+    results = {name: p.wait(90) for name, p in phones.items()}
+    assert caller_result.ok, caller_result.describe() + svc.describe()
+    for name, r in results.items():
+        assert r.ok, r.describe()
+        assert r.received("INVITE") and r.received("BYE"), f"{name} was rung but never hung up by the service\n" + r.describe()
+
+    row = next(c for c in svc.calls() if c["direction"] == "in")
+    assert (row["disposition"], row["queue_exit"]) == ("operator", "operator"), row
+    winner = next(name for name, i in ids.items() if i == row["operator_user_id"])
+    loser = next(name for name in ids if name != winner)
+    assert svc.log().count("conversation started") == 1
+    # Bridged to one of them only: the winner's leg carried the caller's 440 Hz, the loser's did not.
+    heard = {}
+    for name, r in results.items():
+        sdp = parse_sdp_audio(r.received("INVITE")[0].body)
+        assert sdp is not None
+        heard[name] = tone_frames(sniffer.audio_from(sdp.port))["440"]
+    assert heard[winner] >= 100 and heard[loser] < 5, heard
+    assert state_of(svc, loser) == "available"  # never claimed: released straight away
+    assert state_of(svc, winner) in ("wrap_up", "available")
+    with db(svc)() as s:
+        recs = s.scalars(select(Recording).where(Recording.call_id == row["id"])).all()
+    assert [r.kind for r in recs] == ["conversation"]
+
+
+def test_hold_and_resume_from_either_side_during_the_bridge_keep_the_call(ivr_service, sniffer,  # type: ignore[no-untyped-def]
+                                                                          tmp_path: Path) -> None:
+    """A re-INVITE (a=sendonly, then a=sendrecv) from the operator and from the caller while bridged:
+    the service answers each and keeps both legs up (either SIPp scenario fails on a BYE before its
+    own hang-up point); the operator hangs up at the end, then the caller gets the service's BYE."""
+    svc = start_service(ivr_service, sniffer.ports, tmp_path, wrap_up_seconds="5",
+                        env={"HOTLINE_SIP__NO_MEDIA_SECONDS": "120"})  # the held caller sends nothing after its pcap
+    port = free_udp_port()
+    add_operator(svc, "ophold", port)
+    svc.hotline("operators", "presence", "ophold", "available")
+    # The operator holds 8 s after answering (the consent notice is over by then: the bridge is up),
+    # resumes 3 s later and talks 25 s more; the caller holds and resumes meanwhile, 30 s after its answer.
+    phone = start_phone("op_hold", tmp_path, "op", port, pcap=operator_pcap(tmp_path, 60), talk_ms=8_000,
+                        held_ms=3_000, hold_ms=25_000)
+    caller = start_caller(svc, "vm_hold_silent", tmp_path, "caller", pcap=caller_pcap(tmp_path, 45), quiet_ms=30_000,
+                          hold_ms=3_000, bye_wait_ms=90_000)
+    results = [caller.wait(150), phone.wait(120)]
+    assert all(r.ok for r in results), "\n".join(r.describe() for r in results) + svc.describe(12000)
+    caller_result, phone_result = results
+    assert caller_result.received("BYE") and not phone_result.received("BYE")  # the operator ended it
+    wait_log(svc, "conversation ended")  # logged once the recording is stored, after both BYEs
+    log = svc.log()
+    started, ended = log.index("conversation started"), log.index("conversation ended")
+    assert log.count("sip.hold", started, ended) == 2 and log.count("sip.unhold", started, ended) == 2, log[started:ended]
+    assert log.count("conversation started") == 1
+    row = next(c for c in svc.calls() if c["direction"] == "in")
+    assert row["disposition"] == "operator" and row["recording_id"] is not None, row
+    with db(svc)() as s:
+        rec = s.get(Recording, row["recording_id"])
+        assert rec is not None
+        path = svc.storage / rec.storage_key
+    with wave.open(str(path), "rb") as w:
+        stereo = array.array("h", w.readframes(w.getnframes()))
+    # Both sides kept flowing into the recording across the holds (≥ 15 s of the operator's tone).
+    assert tone_frames(stereo[1::2].tobytes())["1000"] >= 750
+    assert tone_frames(stereo[0::2].tobytes())["440"] >= 100

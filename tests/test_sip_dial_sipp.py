@@ -11,14 +11,18 @@ from __future__ import annotations
 import array
 import asyncio
 import math
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from config.context import Context
 from config.settings import SipSettings
+from ivr import dialer as dialer_module
+from ivr.call_rows import mark_answered
 from ivr.dialer import DialError, Dialer
 from ivr.media.g711 import alaw_decode, alaw_encode, ulaw_decode
 from ivr.media.session import MediaSession
@@ -203,3 +207,34 @@ async def test_unreachable_callee_fails_and_bad_input_is_refused(rig: Rig) -> No
         with pytest.raises(DialError):
             await rig.dialer.dial("13800138000", ring_timeout=ring)  # type: ignore[arg-type]
     assert len(rig.rows()) == count  # nothing was written (or sent) for input that cannot be dialled
+
+
+async def test_dial_cancelled_while_the_answer_is_written_down_still_byes_the_callee(
+        rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race of a ring-all queue: the operator answered, and the ring is cancelled (the caller
+    left, another operator won) while the dialer writes the answer to the Call row. The caller of
+    dial() sees the cancel; the callee must still get a BYE, not hang on until they give up."""
+    writing, go_on = threading.Event(), threading.Event()
+
+    def held_mark_answered(*args: Any, **kwargs: Any) -> None:
+        writing.set()
+        go_on.wait(30)
+        mark_answered(*args, **kwargs)
+
+    monkeypatch.setattr(dialer_module, "mark_answered", held_mark_answered)
+    with RtpCapture() as capture:
+        proc, uri = _callee("uas_dial_answer", tmp_path, rtp_ip="127.0.0.1", rtp_port=capture.port, answer_pt=0,
+                            answer_codec="PCMU", hold_ms=20_000)  # without our BYE it hangs up itself at 20 s
+        dialing = asyncio.ensure_future(rig.dialer.dial(uri, ring_timeout=10))
+        assert await asyncio.to_thread(writing.wait, 30), "the callee never answered"
+        dialing.cancel()
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await dialing
+        sipp = await _wait(proc)
+    assert sipp.ok, sipp.describe()
+    assert sipp.received("BYE"), "the answered callee was left up: no BYE from us\n" + sipp.describe()
+    async with asyncio.timeout(10):
+        while (row := rig.rows()[-1]).ended_at is None:
+            await asyncio.sleep(0.05)  # the call's own task closes the row after the BYE
+    assert (row.direction, row.end_reason) == ("out", "local_bye"), (row.direction, row.end_reason)
