@@ -154,6 +154,7 @@ class Dialer:
         await asyncio.to_thread(mark_answered, self.sessions, row_id, disposition)
         wav = await asyncio.to_thread(live.begin, self.settings, row, record_kind)
         call = LiveCall(leg, media, self.prompts, wav, language=self.settings.prompts.default_language)
+        call.row = row
         task = asyncio.ensure_future(self._close_when_ended(leg, media, row_id, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
