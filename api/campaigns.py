@@ -111,6 +111,8 @@ class ProgressOut(ApiModel):
     failed: int
     dropped: int
     ratings: dict[str, int]
+    transferred: int = 0
+    """Answered targets an operator talked with (choice "operator")."""
     contact_rate: float | None
 
 
@@ -160,6 +162,8 @@ class TargetOut(ApiModel):
     attempts: int
     outcome: str | None
     rating: int | None
+    choice: str | None = None
+    """What the answered call became besides the survey: operator (transferred), message, callback, abandoned."""
     next_attempt_at: dt.datetime | None
 
 
@@ -293,7 +297,7 @@ def shown_phone(role: str, case: Case | None, phone: str | None) -> str | None:
 def _target_out(role: str, t: CampaignTarget, case: Case | None) -> TargetOut:
     return TargetOut(id=t.id, case_number=t.case_number, callback_id=t.callback_id, phone=shown_phone(role, case, t.phone), state=t.state,
                      drop_reason=t.drop_reason, attempts=t.attempts, outcome=t.outcome, rating=t.rating,
-                     next_attempt_at=t.next_attempt_at)
+                     choice=t.choice, next_attempt_at=t.next_attempt_at)
 
 
 def _targets(s: Session, campaign_id: int) -> list[tuple[CampaignTarget, Case | None]]:
@@ -470,7 +474,8 @@ async def upload_targets(request: web.Request) -> web.Response:
     return json_response((await _db(request, work)).model_dump(mode="json"))
 
 
-EXPORT_COLUMNS = ("case_number", "phone", "state", "drop_reason", "attempts", "outcome", "rating", "updated_at")
+EXPORT_COLUMNS = ("case_number", "phone", "state", "drop_reason", "attempts", "outcome", "rating", "choice",
+                  "updated_at")
 
 
 @routes.get(ID + "/results.csv", summary="Results as CSV (case number, number called, outcome, rating)", roles=ROLES,
@@ -486,7 +491,7 @@ async def export_results(request: web.Request) -> web.Response:
         w.writerow(EXPORT_COLUMNS)
         for t, case in _targets(s, campaign.id):
             row = [t.case_number, shown_phone(role, case, t.phone), t.state, t.drop_reason, t.attempts, t.outcome,
-                   t.rating, t.updated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")]
+                   t.rating, t.choice, t.updated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")]
             w.writerow(row)  # every cell is the system's own (numbers, states): nothing a spreadsheet would run
         return campaign.name, out.getvalue()
 

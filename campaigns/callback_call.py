@@ -6,8 +6,10 @@ Dialogue (segments ``<script>_<part>``, script "callback", see ivr/prompts.py):
 2. one key: 1 talk to an operator now, 2 leave a message, 9 hear the intro again; anything
    else (or nothing) is asked again, up to MAX_TRIES;
 3. key 1 is taken only while operators are on duty *and* this process can hand the call to
-   one (``transfer``); otherwise the callee hears "no operator available" and goes straight
-   on to the message, so the reason they called is never lost;
+   one (``transfer``, campaigns/transfer.py): the call then waits in the operator queue and
+   ends there (an operator, or what an inbound caller gets when the wait ends: a message, a
+   booked callback). Otherwise the callee hears "no operator available" and goes straight on
+   to the message, so the reason they called is never lost;
 4. the message is recorded like an inbound voicemail (same guidance, tone and limits); the
    runner dials callback campaigns with record kind "voicemail", so the recording goes
    through transcription and becomes a draft case like any other message.
@@ -18,29 +20,25 @@ As with the survey, the flow decides nothing about the database: it fills a Surv
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from config.settings import VoicemailSettings
 from ivr.flows import CallPort
 
 from campaigns.survey import KEY_TIMEOUT, MAX_TRIES, REPEAT_KEY, SurveyResult
+from campaigns.transfer import MESSAGE, OperatorOpen, Transfer, reachable
 
 OPERATOR_KEY = "1"
 MESSAGE_KEY = "2"
 SCRIPT = "callback"
 """The prompt script of a callback campaign (the return visit's is ``[campaigns] prompt_script``)."""
 
-Transfer = Callable[[CallPort], Awaitable[bool]]
-"""Hand the call to an operator; True when an operator took it (the flow then ends)."""
-
-
 @dataclass(frozen=True)
 class CallbackScript:
     prompt_script: str = SCRIPT
     limits: VoicemailSettings = field(default_factory=VoicemailSettings)
     """Message length and silence limits: the centre's voicemail ones."""
-    operator_open: Callable[[], Awaitable[bool]] | None = None
+    operator_open: OperatorOpen | None = None
     """Are operators on duty right now? None: never."""
     transfer: Transfer | None = None
     """None when this process has no operator queue to hand the call to."""
@@ -61,12 +59,12 @@ async def run_callback_call(call: CallPort, script: CallbackScript, result: Surv
         result.keys += key
         if key == OPERATOR_KEY:
             result.operator_requested = True
-            if await _operator_reachable(script):
+            if await reachable(script.operator_open, script.transfer):
                 assert script.transfer is not None
                 await call.play([f"{seg}_transfer"])
-                if await script.transfer(call):
-                    result.choice = "operator"
-                    return result
+                handed = await script.transfer(call)
+                result.choice, result.comment = handed.choice, handed.message
+                return result
             await call.play([f"{seg}_no_operator"])
             wants_message = True
             break
@@ -81,7 +79,7 @@ async def run_callback_call(call: CallPort, script: CallbackScript, result: Surv
     if call.ended:
         return result
     if wants_message:
-        result.choice = "message"
+        result.choice = MESSAGE
         await call.play(["voicemail"])
         if not call.ended:
             await call.tone()
@@ -93,9 +91,3 @@ async def run_callback_call(call: CallPort, script: CallbackScript, result: Surv
     if not call.ended:
         await call.hangup()
     return result
-
-
-async def _operator_reachable(script: CallbackScript) -> bool:
-    if script.transfer is None or script.operator_open is None:
-        return False
-    return await script.operator_open()

@@ -14,6 +14,8 @@ Preview drop reasons (first match wins)
 Results
     Answered: the entry is completed as "reached" by ``campaign <id>`` with a note saying
     what the caller chose (a person who claimed it meanwhile keeps it, with the note added).
+    A callee who asked for an operator and then booked a callback or hung up in the queue
+    still wants a call: the entry stays open with the note.
     Unreachable after the last attempt (or an invalid number): the entry stays open for a
     person, with a note of the attempts; no SMS/letter task, the callback list is the task.
 """
@@ -27,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import CANCELLED, DIALING, FINISHED, PENDING, Campaign, CampaignTarget
 from campaigns.targets import Candidate, PhoneError, Preview, do_not_call_set, normalise_phone
+from campaigns.transfer import ABANDONED, CALLBACK, MESSAGE, OPERATOR
 from cases.callbacks import Callback, append_note, complete_by_system, listing
 
 SOURCE = "callbacks"
@@ -109,23 +112,37 @@ def still_callable(session: Session, target: CampaignTarget) -> str | None:
 
 
 CHOICE_NOTE = {
-    "operator": "talked to an operator",
-    "message": "left a message (a draft case follows from its transcript)",
+    OPERATOR: "talked to an operator",
+    MESSAGE: "left a message (a draft case follows from its transcript)",
+    CALLBACK: "asked to be called back",
+    ABANDONED: "hung up while waiting",
     None: "answered but chose nothing",
 }
+LEFT_OPEN = frozenset({CALLBACK, ABANDONED})
+"""Choices after which the person still wants a call: their entry is not completed."""
+
+
+def choice_note(choice: str | None, *, operator_requested: bool) -> str:
+    """What the callee did, for notes on the callback entry and the case ("asked for an operator, …")."""
+    what = CHOICE_NOTE.get(choice, CHOICE_NOTE[None])
+    if not operator_requested or choice == OPERATOR:
+        return what
+    if choice in LEFT_OPEN:
+        return f"asked for an operator, {what}"
+    return f"asked for an operator, none available; {what}"
 
 
 def callback_answered(session: Session, campaign: Campaign, target: CampaignTarget, *, attempt: int,
                       choice: str | None, operator_requested: bool) -> bool:
-    """Complete the entry as reached by this campaign; False when a person holds it (a note is added instead)."""
+    """Complete the entry as reached by this campaign; False when a person holds it (a note is added instead)
+    or when the callee still wants a call (booked a callback or hung up in the operator queue: the entry
+    stays open for the next call, since the queue folds such a request into this very entry)."""
     cb = session.get(Callback, target.callback_id) if target.callback_id is not None else None
     if cb is None:
         return False
-    what = CHOICE_NOTE.get(choice, CHOICE_NOTE[None])
-    if operator_requested and choice != "operator":
-        what = f"asked for an operator, none available; {what}"
+    what = choice_note(choice, operator_requested=operator_requested)
     note = f"campaign {campaign.id} ({campaign.name}), attempt {attempt}: reached, {what}"
-    if complete_by_system(session, cb.id, f"campaign {campaign.id}", "reached", note):
+    if choice not in LEFT_OPEN and complete_by_system(session, cb.id, f"campaign {campaign.id}", "reached", note):
         return True
     append_note(cb, note)
     return False

@@ -177,20 +177,21 @@ def transition(session: Session, campaign: Campaign, to: str, *, now: dt.datetim
 
 
 def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
-    """Targets done / pending / failed / dropped, ratings, and the contact rate."""
+    """Targets done / pending / failed / dropped, ratings, those transferred to an operator, and the contact rate."""
     rows = session.execute(
-        select(CampaignTarget.state, CampaignTarget.outcome, CampaignTarget.rating, func.count())
+        select(CampaignTarget.state, CampaignTarget.outcome, CampaignTarget.rating, CampaignTarget.choice, func.count())
         .where(CampaignTarget.campaign_id == campaign.id)
-        .group_by(CampaignTarget.state, CampaignTarget.outcome, CampaignTarget.rating)
+        .group_by(CampaignTarget.state, CampaignTarget.outcome, CampaignTarget.rating, CampaignTarget.choice)
     ).all()
     by_state = {s: 0 for s in (PENDING, DIALING, DONE, FAILED, DROPPED)}
     ratings = {"1": 0, "2": 0, "3": 0, "none": 0}
-    answered = 0
-    for state, outcome, rating, n in rows:
+    answered = transferred = 0
+    for state, outcome, rating, choice, n in rows:
         by_state[state] += n
         if state == DONE and outcome == "answered":
             answered += n
             ratings[str(rating) if rating else "none"] += n
+            transferred += n if choice == "operator" else 0
     settled = by_state[DONE] + by_state[FAILED]
     return {
         "campaign": campaign.name,
@@ -202,5 +203,6 @@ def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
         "failed": by_state[FAILED],
         "dropped": by_state[DROPPED],
         "ratings": ratings,
+        "transferred": transferred,
         "contact_rate": round(answered / settled, 4) if settled else None,
     }

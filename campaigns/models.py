@@ -116,6 +116,9 @@ class CampaignTarget(Base):
     outcome: Mapped[str | None] = mapped_column(String(20))
     """The last attempt's outcome."""
     rating: Mapped[int | None] = mapped_column(Integer)
+    choice: Mapped[str | None] = mapped_column(String(12))
+    """What the answered call became besides the survey (campaigns/transfer.py): "operator" (transferred:
+    an operator talked with the callee), "message", "callback", "abandoned"; None when only the survey ran."""
     opted_out: Mapped[bool] = mapped_column(default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     run_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -148,6 +151,8 @@ class CampaignAttempt(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     keys: Mapped[str | None] = mapped_column(String(40))
     """Every key the callee pressed, for disputes about a rating."""
+    choice: Mapped[str | None] = mapped_column(String(12))
+    """As the target's, for this attempt."""
     comment_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(120))

@@ -47,7 +47,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,9 +73,10 @@ from campaigns.models import (
     CampaignTarget,
     FollowUp,
 )
-from campaigns.callback_call import CallbackScript, Transfer, run_callback_call
-from campaigns.callback_targets import callback_answered, callback_unreachable, still_callable
+from campaigns.callback_call import CallbackScript, run_callback_call
+from campaigns.callback_targets import callback_answered, callback_unreachable, choice_note, still_callable
 from campaigns.survey import SurveyResult, SurveyScript, run_survey
+from campaigns.transfer import OperatorOpen, Transfer
 from campaigns.targets import GONE_STATUSES, add_do_not_call, do_not_call_set
 from campaigns.windows import CallingWindow
 from cases.models import Case
@@ -190,7 +191,7 @@ class Runner:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         record_visit: RecordVisit | None = None,
-        operator_open: Callable[[], Awaitable[bool]] | None = None,
+        operator_open: OperatorOpen | None = None,
         transfer: Transfer | None = None,
         refill: bool = True,
     ) -> None:
@@ -431,6 +432,7 @@ class Runner:
                     opt_out_key=self.settings.opt_out_key,
                     comment_seconds=self.settings.comment_seconds,
                     operator_open=self.operator_open,
+                    transfer=self.transfer,
                 ), survey)
         except asyncio.CancelledError:
             raise
@@ -456,7 +458,7 @@ class Runner:
             campaign = s.get(Campaign, claim.campaign_id)
             assert campaign is not None
             attempt.ended_at, attempt.outcome, attempt.sip_status, attempt.error = now, outcome, sip_status, error
-            attempt.rating, attempt.keys = survey.rating, survey.keys or None
+            attempt.rating, attempt.keys, attempt.choice = survey.rating, survey.keys or None, survey.choice
             attempt.comment_seconds = survey.comment.seconds if survey.comment else None
             attempt.call_id = call_id
             s.flush()
@@ -522,6 +524,8 @@ def settle(
         target.opted_out = True
         add_do_not_call(s, target.phone, reason=f"pressed the opt-out key in campaign {campaign.name!r}",
                         added_by=f"campaign:{campaign.id}", at=now)
+    if outcome == "answered":
+        target.choice = survey.choice if survey else None
     if outcome == "answered" and campaign.purpose == "callback":
         target.state, target.next_attempt_at = DONE, None
         callback_answered(s, campaign, target, attempt=target.attempts, choice=survey.choice if survey else None,
@@ -530,8 +534,14 @@ def settle(
         return
     if outcome == "answered":
         target.state, target.rating, target.next_attempt_at = DONE, rating, None
-        note = "callee opted out of further calls" if opted_out else None
-        apply_result(s, target, outcome=outcome, rating=rating, note=note, record_visit=record_visit, data=data)
+        notes = ["callee opted out of further calls"] if opted_out else []
+        if survey is not None and survey.operator_requested:
+            # A return visit's choice is set only by the operator queue: None means none could be offered.
+            what = (choice_note(survey.choice, operator_requested=True) if survey.choice
+                    else "asked for an operator, none available")
+            notes.append(f"callee {what}")
+        apply_result(s, target, outcome=outcome, rating=rating, note="; ".join(notes) or None,
+                     record_visit=record_visit, data=data)
         return
     counted, interrupted = _attempt_counts(s, target.id)
     if outcome in FINAL_FAILURE:

@@ -9,19 +9,28 @@ than running a scheduler that would fail every attempt.
 The runner's clock is ``ctx.now`` (the service clock): a rehearsal clock (``[calendar]
 clock_start``) puts the whole engine inside or outside a calling window, which is how the
 SIPp tests and a rehearsal before a holiday check when it dials.
+
+Live operators (return-visit key 0, callback key 1) are the IVR's too: whether they are on
+duty and the queue a callee is put in (``Ivr.operator_open`` / ``Ivr.transfer``), adapted here
+to what the flows read (campaigns/transfer.py), so the campaign code never sees the queue.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from config.context import Context
 from config.errors import HotlineError
 from config.logs import get_logger
 from ivr import live
+from ivr.call import LiveCall
 from ivr.dialer import DialResult
 from ivr.dialer import Dialer as IvrDialer
+from ivr.flows import CallPort, FlowResult
 
 from campaigns.runner import Runner
 from campaigns.scheduler import CampaignScheduler
+from campaigns.transfer import ABANDONED, CALLBACK, MESSAGE, OPERATOR, Handover, OperatorOpen, Transfer
 
 log = get_logger("campaigns.service")
 
@@ -53,10 +62,30 @@ def check_parts(parts: tuple[str, ...] | list[str]) -> None:
                        "`hotline serve --only ivr --only scheduler` (or plain `hotline serve`)")
 
 
-async def start_scheduler(ctx: Context, dialer: IvrDialer) -> CampaignScheduler:
-    """Recover attempts a killed process left open, then start ticking (see campaigns/scheduler.py)."""
+CHOICE_OF = {"operator": OPERATOR, "voicemail": MESSAGE, "callback": CALLBACK}
+"""The IVR's disposition of a call handed to the queue → the campaign's choice (anything else: abandoned)."""
+
+
+def queue_transfer(transfer: Callable[[LiveCall], Awaitable[FlowResult]]) -> Transfer:
+    """The IVR's transfer (``Ivr.transfer``) as the campaign flows call it."""
+
+    async def hand_over(call: CallPort) -> Handover:
+        assert isinstance(call, LiveCall), "campaign calls come from the IVR's dialer"
+        result = await transfer(call)
+        return Handover(CHOICE_OF.get(result.disposition, ABANDONED), result.record)
+
+    return hand_over
+
+
+async def start_scheduler(ctx: Context, dialer: IvrDialer, *, operator_open: OperatorOpen | None = None,
+                          transfer: Callable[[LiveCall], Awaitable[FlowResult]] | None = None) -> CampaignScheduler:
+    """Recover attempts a killed process left open, then start ticking (see campaigns/scheduler.py).
+
+    ``operator_open`` and ``transfer`` are the IVR's (see the module docstring); without them a
+    callee who asks for an operator hears that none is available."""
     settings = ctx.settings.campaigns
-    runner = Runner(ctx, CampaignDialer(dialer), clock=ctx.now)
+    runner = Runner(ctx, CampaignDialer(dialer), clock=ctx.now, operator_open=operator_open,
+                    transfer=queue_transfer(transfer) if transfer is not None else None)
     scheduler = CampaignScheduler(ctx.engine, runner, tick_seconds=settings.tick_seconds,
                                   timezone=settings.timezone or ctx.settings.calendar.timezone)
     await scheduler.start()

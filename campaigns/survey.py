@@ -4,9 +4,11 @@ Dialogue (segments ``<script>_<part>``, see ivr/prompts.py):
 
 1. intro with the case number read digit by digit, then the question;
 2. one key: 1 satisfied, 2 basically satisfied, 3 not satisfied; 9 repeats intro and
-   question; 0 asks for an operator (taken only while the centre is open, else the caller
-   is told so and asked again); the opt-out key puts the number on the do-not-call list;
-   anything else (or nothing) is asked again, up to MAX_TRIES;
+   question; 0 asks for an operator: while operators are on duty the call goes to their queue
+   and the survey ends there (campaigns/transfer.py: no rating, the result says what became
+   of it), otherwise the callee hears that no operator is available and is asked again; the
+   opt-out key puts the number on the do-not-call list; anything else (or nothing) is asked
+   again, up to MAX_TRIES;
 3. after a rating, an optional short spoken comment (ended by #, silence or the limit);
 4. thanks and hang up.
 
@@ -16,11 +18,12 @@ runner writes it. A callee who hangs up mid-way keeps what they already pressed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from config.settings import VoicemailSettings
 from ivr.flows import CallPort, RecordOutcome
+
+from campaigns.transfer import OperatorOpen, Transfer, reachable
 
 KEY_TIMEOUT = 8.0
 """Seconds to wait for the rating key after the question."""
@@ -36,11 +39,12 @@ class SurveyResult:
     rating: int | None = None
     opted_out: bool = False
     operator_requested: bool = False
-    """Key 0 while open: the runner hands the call to an operator (bridge: a later issue)."""
+    """Pressed the operator key (return visit 0, callback 1), whether or not one could be offered."""
     comment: RecordOutcome | None = None
-    """What the callee said: a comment after the rating, or a callback call's message."""
+    """What the callee said: a comment after the rating, or a message (callback call, or after the queue)."""
     choice: str | None = None
-    """A callback call: "operator" (handed to one) or "message" (left one); None when they chose nothing."""
+    """What the call became instead of (or besides) a rating: campaigns.transfer.CHOICES ("operator": an
+    operator talked with them; "message", "callback", "abandoned"); None when only the survey ran."""
     keys: str = ""
     """Every key pressed, in order (kept on the attempt for disputes)."""
 
@@ -51,8 +55,10 @@ class SurveyScript:
     case_number: str | None
     opt_out_key: str = "8"
     comment_seconds: int = 30
-    operator_open: Callable[[], Awaitable[bool]] | None = None
-    """Is there an operator to hand the call to right now? None: never."""
+    operator_open: OperatorOpen | None = None
+    """Are operators on duty right now? None: never."""
+    transfer: Transfer | None = None
+    """None when this process has no operator queue to hand the call to."""
 
 
 def _digits(number: str | None) -> list[str]:
@@ -84,9 +90,12 @@ async def run_survey(call: CallPort, script: SurveyScript, result: SurveyResult 
         if key == REPEAT_KEY:
             await call.play(intro, interrupt=True)
         elif key == OPERATOR_KEY:
-            if script.operator_open is not None and await script.operator_open():
-                result.operator_requested = True
+            result.operator_requested = True
+            if await reachable(script.operator_open, script.transfer):
+                assert script.transfer is not None
                 await call.play([f"{seg}_transfer"])
+                handed = await script.transfer(call)
+                result.choice, result.comment = handed.choice, handed.message
                 return result
             await call.play([f"{seg}_operator_closed"])
         else:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.logs import get_logger
 from config.settings import VoicemailSettings
@@ -16,6 +17,9 @@ from ivr.media.tones import beep
 from ivr.media.wavwriter import WavAppender
 from ivr.sip.leg import SipLeg
 from ivr.sip.sdp import AudioChoice
+
+if TYPE_CHECKING:
+    from ivr.models import Call
 
 log = get_logger("ivr.call")
 FRAME_SECONDS = 0.02
@@ -91,6 +95,8 @@ class LiveCall:
         self.language = language
         self.writer: WavAppender | None = None
         self.hold_music = hold_music or HOLD_SILENCE
+        self.row: Call | None = None
+        """The Call row this leg is kept in (set by whoever made it: the inbound handler, the dialer)."""
         self._music_at = 0
         """Byte offset where the music stopped, so each stretch of waiting continues the tune."""
 

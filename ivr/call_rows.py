@@ -23,6 +23,14 @@ def create_call_row(sessions: sessionmaker[Session], *, sip_call_id: str, direct
         return row
 
 
+def citizen_number(row: Call) -> str | None:
+    """The citizen's number on a call of either direction: who rang us, or whom we rang.
+
+    What a recording is filed under, what an operator's phone shows and what the callback list
+    gets when they hang up in the queue (an outbound row's caller is the centre's own number)."""
+    return row.called if row.direction == "out" else row.caller
+
+
 def mark_answered(sessions: sessionmaker[Session], call_id: int, disposition: str | None = None) -> None:
     with transaction(sessions) as s:
         row = s.get(Call, call_id)

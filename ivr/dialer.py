@@ -174,6 +174,7 @@ class Dialer:
             await asyncio.to_thread(mark_answered, self.sessions, row.id, disposition)
             wav = await asyncio.to_thread(live.begin, self.settings, row, record_kind)
             call = LiveCall(leg, media, self.prompts, wav, language=self.settings.prompts.default_language)
+            call.row = row
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(leg.hangup(), 5)

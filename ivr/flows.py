@@ -97,7 +97,7 @@ async def inbound(call: CallPort, deps: FlowDeps, result: FlowResult | None = No
         result.disposition = "self_service"
         await _case_status(call, deps, result)
     else:
-        await _report(call, deps, result)
+        await report(call, deps, result)
     if not call.ended:
         await call.play(["goodbye"])
         await call.hangup()
@@ -120,7 +120,13 @@ async def _menu(call: CallPort) -> str | None:
     return None
 
 
-async def _report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
+async def report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
+    """The report path: open → the operator queue (a conversation), else or when the wait ends → a message.
+
+    Also what an outbound campaign callee gets who asked for an operator (ivr/service.py
+    ``Ivr.transfer``): same queue, same fallbacks, so nobody who asked is dropped. Leaves the
+    goodbye and hang-up to the caller of this function.
+    """
     decision = await deps.decide(deps.now())
     result.decision = decision
     notice: list[str] = ["no_operator"] if decision.open else [CLOSED_PROMPT.get(decision.why, "closed")]

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.db import transaction, utcnow
 from config.logs import get_logger
 from config.settings import Settings
+from ivr.call_rows import citizen_number
 from ivr.media.wavwriter import WavRepairError, repair_wav
 from ivr.models import Call
 from recordings.audio import AudioError, write_atomic
@@ -45,6 +46,11 @@ _CHANNELS = {VOICEMAIL: 1, CONVERSATION: 2, CAMPAIGN: 1}
 _DISPOSITION = {VOICEMAIL: "voicemail", CONVERSATION: "operator", CAMPAIGN: "campaign"}
 
 
+def live_name(call: Call, kind: str = VOICEMAIL) -> str:
+    """The live file's name: ``<call id>.wav`` for a message, ``<call id>.<kind>.wav`` otherwise."""
+    return f"{call.id}.wav" if kind == VOICEMAIL else f"{call.id}.{kind}.wav"
+
+
 def begin(settings: Settings, call: Call, kind: str = VOICEMAIL) -> Path:
     """Write the sidecar before the first audio byte, so a crash always knows whose audio it is.
 
@@ -52,12 +58,10 @@ def begin(settings: Settings, call: Call, kind: str = VOICEMAIL) -> Path:
     """
     if kind not in _CHANNELS:
         raise ValueError(f"live recording kind must be one of {sorted(_CHANNELS)}, not {kind!r}")
-    name = f"{call.id}.wav" if kind == VOICEMAIL else f"{call.id}.{kind}.wav"
-    wav = live_dir(settings) / name
+    wav = live_dir(settings) / live_name(call, kind)
     # The recording's "caller" is the citizen speaking: on an outbound call that is the number we rang
     # (a callback's message becomes a draft case whose number must be theirs, not the centre's).
-    speaker = call.called if call.direction == "out" else call.caller
-    meta = {"call_id": call.id, "caller": speaker, "started_at": call.started_at.isoformat(), "kind": kind}
+    meta = {"call_id": call.id, "caller": citizen_number(call), "started_at": call.started_at.isoformat(), "kind": kind}
     write_atomic(wav.with_suffix(".json"), json.dumps(meta).encode())
     return wav
 

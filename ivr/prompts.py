@@ -320,8 +320,8 @@ def _catalogue() -> tuple[Segment, ...]:
         ),
         Segment(
             "return_visit_operator_closed",
-            {"zh": "现在是非工作时间，无法转接人工服务。", "en": "Our operators are not on duty at this time."},
-            "key 0 while the centre is closed; the question follows again",
+            {"zh": "目前没有可以接听的话务员，无法转接人工服务。", "en": "No operator is available at this time."},
+            "key 0 while no operator can be offered (centre closed, nobody logged in); the question follows again",
         ),
         # Missed-call callback campaign (campaigns/callback_call.py reads <prompt_script>_<part>, script "callback").
         Segment(

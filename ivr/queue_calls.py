@@ -2,8 +2,9 @@
 
 At the end of a queued call the wait is written to its Call row (entered, seconds, how it
 ended, which operator answered); a caller who hung up while queued is an abandoned call
-and goes on the callback list. The statistics are then plain queries over Call rows, so
-they cover every IVR node sharing the database and survive restarts.
+and goes on the callback list. Outbound calls queue too (a campaign callee who asked for an
+operator): the number to ring back is then the one we dialled. The statistics are plain
+queries over Call rows, so they cover every IVR node sharing the database and survive restarts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cases import callbacks
 from config.logs import get_logger
+from ivr.call_rows import citizen_number
 from ivr.models import Call
 from ivr.waiting import WaitOutcome
 
@@ -41,10 +43,11 @@ def record_wait(session: Session, row: Call, outcome: WaitOutcome) -> callbacks.
     if outcome.exit != "abandoned":
         return None
     row.disposition = "abandoned"
-    if callbacks.dialable(row.caller) is None:
+    number = citizen_number(row)
+    if callbacks.dialable(number) is None:
         log.info("abandoned call without a number to call back", call=row.id)
         return None
-    return callbacks.add(session, row.caller or "", "abandoned", call_id=row.id)
+    return callbacks.add(session, number or "", "abandoned", call_id=row.id)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cases.models import Case
+from config.calendar import WorkCalendar
 from config.context import Context
 from config.db import transaction, utcnow
 from config.logs import get_logger
@@ -25,10 +27,10 @@ from config.overrides import Decision, current_override, decide_open
 from cases import callbacks
 from ivr import live, presence
 from ivr.call import LiveCall, end_when_media_stops, follow_media
-from ivr.call_rows import create_call_row, mark_answered
+from ivr.call_rows import citizen_number, create_call_row, mark_answered
 from ivr.conversation import OperatorLine
 from ivr.dialer import Dialer
-from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound
+from ivr.flows import FlowDeps, FlowResult, RecordOutcome, inbound, report
 from ivr.media.session import MediaSession
 from ivr.media.ticker import Ticker
 from ivr.models import Call
@@ -130,6 +132,7 @@ class Ivr:
         wav = await asyncio.to_thread(live.begin, self.settings, call_row)
         call = LiveCall(sip, media, self.prompts, wav, language=self.settings.prompts.default_language,
                         hold_music=self.hold_music)
+        call.row = call_row
         self.calls[sip.call_id] = call
         result = FlowResult()
         watchdog: asyncio.Future[None] | None = None
@@ -139,14 +142,7 @@ class Ivr:
                 return
             watchdog = asyncio.ensure_future(end_when_media_stops(sip, media, self.settings.sip.no_media_seconds))
             await asyncio.to_thread(mark_answered, self.ctx.sessions, call_row.id)
-            deps = FlowDeps(decide=self._decide, case_status=self._case_status,
-                            voicemail=self.settings.voicemail, message_number=str(call_row.id),
-                            now=self.ctx.now)
-            if self.queue is not None:
-                deps.queue = WaitDeps(self.queue, self.settings.queue, sip.caller, call_row.id,
-                                      request_callback=partial(self._request_callback, call_row.id),
-                                      talk=self.talk or partial(self.operators.talk, call, call_row))
-            await inbound(call, deps, result)
+            await inbound(call, self._flow_deps(call, call_row), result)
         except asyncio.CancelledError:
             # Shutdown: finish the message, tell the caller, hang up. `result` keeps what the
             # flow decided so far (open/closed decision); a message cut short stops as "shutdown".
@@ -169,6 +165,75 @@ class Ivr:
             await media.close()
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.store_pool, self._finish, call_row.id, sip, call, result, wav)
+
+    def _flow_deps(self, call: LiveCall, row: Call) -> FlowDeps:
+        """What the report path needs for this call (inbound, or an outbound one handed to the queue)."""
+        deps = FlowDeps(decide=self._decide, case_status=self._case_status, voicemail=self.settings.voicemail,
+                        message_number=str(row.id), now=self.ctx.now)
+        if self.queue is not None:
+            deps.queue = WaitDeps(self.queue, self.settings.queue, citizen_number(row), row.id,
+                                  request_callback=partial(self._request_callback, row.id),
+                                  talk=self.talk or partial(self.operators.talk, call, row))
+        return deps
+
+    # -- outbound calls handed to an operator (campaigns: return-visit key 0, callback key 1) ------------
+
+    async def operator_open(self) -> bool:
+        """May an outbound callee be offered an operator now? The decision an inbound caller meets
+        before queueing: open by the calendar and manual override, and somebody logged in."""
+        if self.queue is None:
+            return False
+
+        def check() -> bool:
+            with self.ctx.sessions() as s:
+                return on_duty(s, self.ctx.calendar, self.ctx.now())
+
+        return await asyncio.to_thread(check)
+
+    async def transfer(self, call: LiveCall) -> FlowResult:
+        """Put an answered outbound call in the operator queue, exactly as an inbound caller on the report path.
+
+        The callee waits with position announcements and hold music, may press 1 (message) or 2
+        (callback); an operator is rung, the consent notice played, the two bridged and recorded in
+        stereo on this call's row. When the wait ends without an operator the callee leaves a
+        message like any caller; a return visit's call records it as a voicemail from then on (not
+        a survey comment), so transcription makes a draft case of it. The call is said goodbye to
+        and hung up; the wait and the disposition go on the Call row. Returns what happened.
+        """
+        row = call.row
+        assert row is not None, "an outbound call of the dialer carries its Call row"
+        result = FlowResult()
+        await asyncio.to_thread(self._messages_as_voicemail, call, row)
+        try:
+            await report(call, self._flow_deps(call, row), result)
+            if not call.ended:
+                await call.play(["goodbye"])
+                await call.hangup()
+        finally:
+            await asyncio.to_thread(self._finish_transfer, row.id, result)
+        return result
+
+    def _messages_as_voicemail(self, call: LiveCall, row: Call) -> None:
+        if call.live_wav.name == live.live_name(row, live.VOICEMAIL) or call.live_wav.exists():
+            return  # a callback call records voicemail already; nothing is cut in two
+        call.live_wav.with_suffix(".json").unlink(missing_ok=True)
+        call.live_wav = live.begin(self.settings, row, live.VOICEMAIL)
+
+    def _finish_transfer(self, call_id: int, result: FlowResult) -> None:
+        with transaction(self.ctx.sessions) as s:
+            row = s.get(Call, call_id)
+            if row is None:
+                return
+            row.disposition = result.disposition
+            if result.decision:
+                row.open_decision = result.decision.why
+            if result.record:
+                row.record_stop = result.record.reason
+                row.message_seconds = result.record.seconds
+            if result.queue is not None:
+                record_wait(s, row, result.queue)
+        log.info("outbound call handed to the queue ended", row=call_id, disposition=result.disposition,
+                 queue_exit=result.queue.exit if result.queue else None)
 
     async def _in_store_pool(self, store: Callable[[], int | None]) -> int | None:
         """Store a finished recording on the one store thread (see store_pool in __init__)."""
@@ -235,6 +300,14 @@ class Ivr:
                 return case_status_for(s, number)
 
         return await asyncio.to_thread(lookup)
+
+
+def on_duty(session: Session, calendar: WorkCalendar, now: dt.datetime) -> bool:
+    """Open now (calendar and manual override, as ``Ivr._decide``) and at least one operator at work
+    (presence not offline, as ``wait_in_queue``): what an inbound caller needs to be queued."""
+    if not decide_open(calendar, current_override(session, now), now).open:
+        return False
+    return presence.logged_in_count(session) > 0
 
 
 def case_status_for(session: Any, typed: str) -> str | None:

@@ -108,7 +108,7 @@ async def run(ctx: Context, parts: Sequence[str], worker_argv: Sequence[str], st
     if "scheduler" in parts and ivr is not None:
         from campaigns.service import start_scheduler
 
-        scheduler = await start_scheduler(ctx, ivr.dialer)
+        scheduler = await start_scheduler(ctx, ivr.dialer, operator_open=ivr.operator_open, transfer=ivr.transfer)
     if "worker" in parts:
         tasks.append(asyncio.create_task(supervise(worker_argv, stop)))
     await stop.wait()

@@ -113,6 +113,16 @@ async def test_lifecycle_preview_progress_export(aiohttp_client, ctx) -> None:  
     rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
     by = {row["case_number"]: row for row in rows}
     assert by["20260901-0001"]["rating"] == "1" and by["20260901-0001"]["outcome"] == "answered"
+    assert by["20260901-0001"]["choice"] == ""
+    # key 0 instead of a rating: the callee talked to an operator (transferred)
+    with transaction(ctx.sessions) as s:
+        t = s.scalars(select(CampaignTarget).where(CampaignTarget.case_number == "20260901-0001")).one()
+        t.rating, t.choice = None, "operator"
+    r = await client.get(f"{API}/{cid}/progress", headers=h)
+    assert (await r.json())["transferred"] == 1
+    r = await client.get(f"{API}/{cid}/results.csv", headers=h)
+    row = {r["case_number"]: r for r in csv.DictReader(io.StringIO((await r.text()).lstrip("\ufeff")))}["20260901-0001"]
+    assert (row["outcome"], row["rating"], row["choice"]) == ("answered", "", "operator")
     assert by["20260901-0002"]["phone"] == "+86*******8002"
     # a supervisor sees every number
     user, password = make_user(ctx.sessions, "supervisor")

@@ -133,6 +133,14 @@ def test_abandoned_call_goes_on_the_callback_list(sessions) -> None:  # type: ig
         assert [c.phone for c in callbacks.listing(s)] == ["13812345678"]
 
 
+def test_an_outbound_call_abandoned_in_the_queue_is_called_back_on_the_number_we_dialled(sessions) -> None:  # type: ignore[no-untyped-def]
+    """A campaign callee who asked for an operator and hung up while waiting: the row's caller is the centre."""
+    with transaction(sessions) as s:
+        row = _call(s, "12389", direction="out", called="13812345679", disposition="campaign")
+        made = record_wait(s, row, WaitOutcome("abandoned", entered_at=T0, waited=20.0))
+        assert made is not None and (made.phone, made.call_id) == ("13812345679", row.id)
+
+
 def test_queue_statistics(sessions) -> None:  # type: ignore[no-untyped-def]
     def outcome(exit_: str, waited: float, minute: int, operator: int | None = None) -> WaitOutcome:
         conn = None if operator is None else Connection(Operator(operator), NoLeg(), waited, T0)

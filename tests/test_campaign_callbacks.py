@@ -24,11 +24,12 @@ from campaigns.lifecycle import create_campaign, transition
 from campaigns.models import CampaignAttempt, CampaignTarget, DoNotCall, FollowUp
 from campaigns.runner import Runner
 from campaigns.targets import add_targets, preview
+from campaigns.transfer import Handover
 from cases import callbacks
 from cases.callbacks import Callback
 from config.db import transaction
 from config.settings import CampaignSettings
-from ivr.flows import RecordOutcome
+from ivr.flows import CallPort, RecordOutcome
 
 API = "/api/v1/campaigns"
 WED = at("2026-09-16 10:00")
@@ -151,6 +152,40 @@ async def test_results_written_back_to_the_callback_list(ctx, sessions) -> None:
         assert {c.id for c in callbacks.listing(s, state="open")} == {ids["busy"], ids["gone"]}
 
 
+async def test_after_the_operator_queue_an_entry_is_closed_only_if_nobody_still_waits(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    """Key 1 and an operator talked: reached. Key 1, then a callback booked (or a hang-up) in the queue:
+    the queue folded that request into this very entry, so it stays open with the note."""
+    phones = {"talked": "13800138001", "booked": "13800138002", "hung_up": "13800138003"}
+    with transaction(sessions) as s:
+        ids = {k: callbacks.add(s, p, "abandoned").id for k, p in phones.items()}
+        campaign = callback_campaign(s)
+        add_targets(s, campaign, preview_callbacks(s, select_callbacks(s), campaign_id=campaign.id))
+        transition(s, campaign, "scheduled")
+        cid = campaign.id
+    dialer = FakeDialer(keys={"+86" + p: "1" for p in phones.values()}, prompt="callback_menu")
+    became = {"+86" + phones[k]: Handover(k2) for k, k2 in
+              (("talked", "operator"), ("booked", "callback"), ("hung_up", "abandoned"))}
+
+    async def on_duty() -> bool:
+        return True
+
+    async def transfer(call: CallPort) -> Handover:
+        return became[dialer.calls[dialer.answered.index(call)]]  # type: ignore[arg-type]
+
+    r = Runner(ctx, dialer, clock=Clock(WED), operator_open=on_duty, transfer=transfer)
+    await r.tick()
+    await r.drain()
+    with sessions() as s:
+        rows = {k: s.get(Callback, v) for k, v in ids.items()}
+        assert (rows["talked"].outcome, rows["talked"].done_by) == ("reached", f"campaign {cid}")
+        assert "reached, talked to an operator" in rows["talked"].note
+        for name, what in (("booked", "asked to be called back"), ("hung_up", "hung up while waiting")):
+            assert rows[name].done_at is None, f"{name}: still wants a call"
+            assert f"reached, asked for an operator, {what}" in rows[name].note
+        assert {t.callback_id: t.choice for t in s.scalars(select(CampaignTarget))} == {
+            ids["talked"]: "operator", ids["booked"]: "callback", ids["hung_up"]: "abandoned"}
+
+
 async def test_entry_taken_by_a_person_meanwhile_is_not_rung(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
     person = staff_id(ctx)
     with transaction(sessions) as s:
@@ -223,9 +258,9 @@ async def test_key_1_without_a_queue_says_no_operator_and_takes_a_message(on_dut
 async def test_key_1_off_duty_never_tries_the_transfer() -> None:
     tried: list[object] = []
 
-    async def transfer(call: object) -> bool:
+    async def transfer(call: object) -> Handover:
         tried.append(call)
-        return True
+        return Handover("operator")
 
     call = ScriptedCall({"callback_menu": "1"})
     await run_callback_call(call, script(on_duty=False, transfer=transfer))
@@ -233,9 +268,9 @@ async def test_key_1_off_duty_never_tries_the_transfer() -> None:
 
 
 async def test_key_1_on_duty_hands_the_call_over() -> None:
-    async def transfer(call: ScriptedCall) -> bool:
+    async def transfer(call: ScriptedCall) -> Handover:
         call.events.append("transferred")
-        return True
+        return Handover("operator")
 
     call = ScriptedCall({"callback_menu": "1"})
     result = await run_callback_call(call, script(on_duty=True, transfer=transfer))
@@ -243,14 +278,18 @@ async def test_key_1_on_duty_hands_the_call_over() -> None:
     assert result.choice == "operator" and result.comment is None
 
 
-async def test_failed_transfer_falls_back_to_the_message() -> None:
-    async def transfer(call: object) -> bool:
-        return False  # nobody picked up
+async def test_the_queue_ends_the_call_whatever_became_of_it() -> None:
+    """The queue's own fallbacks (a message after the wait, a booked callback) are the whole rest of the call."""
+    message = RecordOutcome("digit", 9.0, heard_speech=True)
+    for handover in (Handover("message", message), Handover("callback"), Handover("abandoned")):
 
-    call = ScriptedCall({"callback_menu": "1"})
-    result = await run_callback_call(call, script(on_duty=True, transfer=transfer))
-    assert call.keys()[-4:] == ["callback_transfer", "callback_no_operator", "voicemail", "thank_you"]
-    assert result.choice == "message"
+        async def transfer(call: object, handover: Handover = handover) -> Handover:
+            return handover
+
+        call = ScriptedCall({"callback_menu": "1"})
+        result = await run_callback_call(call, script(on_duty=True, transfer=transfer))
+        assert call.keys()[-1] == "callback_transfer" and call.events == [], "nothing played or recorded twice"
+        assert (result.choice, result.comment, result.operator_requested) == (handover.choice, handover.message, True)
 
 
 async def test_9_repeats_bad_keys_are_asked_again_then_goodbye() -> None:

@@ -22,9 +22,11 @@ from campaigns.lifecycle import progress, transition
 from campaigns.models import Campaign, CampaignAttempt, CampaignTarget, DoNotCall, FollowUp
 from campaigns.runner import Runner
 from campaigns.targets import add_targets, preview
+from campaigns.transfer import Handover
 from campaign_support import Clock, FakeDialer, at, make_case, new_campaign
 from cases.models import Case, CaseEvent
 from config.db import transaction
+from ivr.flows import CallPort
 
 PHONE = "+8613800138001"
 
@@ -117,6 +119,44 @@ async def test_answered_ratings_reach_the_case(ctx, sessions) -> None:  # type: 
         assert p["done"] == 3 and p["ratings"] == {"1": 1, "2": 0, "3": 1, "none": 1} and p["contact_rate"] == 1.0
         keys = {a.target.phone: a.keys for a in s.scalars(select(CampaignAttempt))}
         assert keys == dict(zip(phones, ["1", "3", "8"]))
+
+
+async def test_key_0_hands_the_call_to_the_queue_and_the_result_says_so(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    """An operator talked with the first callee (transferred), the second hung up while waiting: no rating
+    for either, the choice on attempt and target, a note on the case, the count in the progress."""
+    cid = setup(sessions, 2)
+    phones = ["+8613800138001", "+8613800138002"]
+    dialer = FakeDialer(keys={p: "0" for p in phones})
+    became = {phones[0]: Handover("operator"), phones[1]: Handover("abandoned")}
+    handed: list[str] = []
+
+    async def operator_open() -> bool:
+        return True
+
+    async def transfer(call: CallPort) -> Handover:
+        number = dialer.calls[dialer.answered.index(call)]  # type: ignore[arg-type]
+        handed.append(number)
+        return became[number]
+
+    r = runner(ctx, dialer, Clock(at("2026-09-16 15:00")), operator_open=operator_open, transfer=transfer)
+    await r.tick()
+    await r.drain()
+    assert sorted(handed) == phones
+    assert all(c.keys()[-1] == "return_visit_transfer" and c.events == ["hangup"] for c in dialer.answered), \
+        "nothing after the queue but the runner's hang-up (a no-op once the queue has hung up)"
+    with sessions() as s:
+        got = {t.phone: (t.state, t.outcome, t.rating, t.choice) for t in s.scalars(select(CampaignTarget))}
+        assert got == {phones[0]: ("done", "answered", None, "operator"), phones[1]: ("done", "answered", None, "abandoned")}
+        assert {a.target.phone: (a.keys, a.choice) for a in s.scalars(select(CampaignAttempt))} == {
+            phones[0]: ("0", "operator"), phones[1]: ("0", "abandoned")}
+        notes = {e.case_id: (e.action, e.note, e.data["campaign_id"])
+                 for e in s.scalars(select(CaseEvent).where(CaseEvent.actor == "campaign"))}
+        cases = {c.complainant_phone: c.id for c in s.scalars(select(Case))}
+        assert notes == {
+            cases["13800138001"]: ("return_visit_attempt", "callee talked to an operator", cid),
+            cases["13800138002"]: ("return_visit_attempt", "callee asked for an operator, hung up while waiting", cid)}
+        p = progress(s, s.get(Campaign, cid))
+        assert (p["done"], p["transferred"], p["ratings"]["none"]) == (2, 1, 2)
 
 
 async def test_not_satisfied_reopens_the_case_under_key_supervision(ctx, sessions) -> None:  # type: ignore[no-untyped-def]

@@ -251,8 +251,8 @@ def test_kill_9_mid_campaign(ivr_service, citizens) -> None:  # type: ignore[no-
 
 
 def test_callback_campaign_rings_the_callback_list(ivr_service, citizens) -> None:  # type: ignore[no-untyped-def]
-    """The callback list as targets: the citizen who presses 1 hears "no operator available" (no queue in this
-    process) and leaves a message, stored as a voicemail in their name; the entry is completed by the campaign.
+    """The callback list as targets: the citizen who presses 1 hears "no operator available" (nobody logged in)
+    and leaves a message, stored as a voicemail in their name; the entry is completed by the campaign.
     The busy one stays open for a person with a note; the one on the do-not-call list is never rung."""
     proc, port = citizens
     svc = ivr_service(service_env(port, IN_WINDOW, HOTLINE_VOICEMAIL__MAX_SECONDS="5"), start=False,

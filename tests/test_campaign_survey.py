@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from campaigns.survey import MAX_TRIES, SurveyScript, run_survey
+from campaigns.transfer import Handover, Transfer
+from ivr.flows import CallPort, RecordOutcome
 from test_flows import ScriptedCall
 
 
-def script(open_: bool | None = None, comment: int = 30) -> SurveyScript:
+def script(open_: bool | None = None, comment: int = 30, transfer: Transfer | None = None) -> SurveyScript:
     async def operator_open() -> bool:
         return bool(open_)
 
     return SurveyScript("return_visit", "20261122-0007", opt_out_key="8", comment_seconds=comment,
-                        operator_open=operator_open if open_ is not None else None)
+                        operator_open=operator_open if open_ is not None else None, transfer=transfer)
+
+
+def queue(handover: Handover, handed: list[CallPort]) -> Transfer:
+    """A transfer that notes the call it was given and ends as ``handover`` says."""
+
+    async def transfer(call: CallPort) -> Handover:
+        handed.append(call)
+        return handover
+
+    return transfer
 
 
 INTRO = ["return_visit_intro", "digit_2", "digit_0", "digit_2", "digit_6", "digit_1", "digit_1", "digit_2", "digit_2",
@@ -61,21 +73,36 @@ async def test_opt_out_key() -> None:
     assert call.keys()[-1] == "return_visit_opt_out" and call.events == ["hangup"]
 
 
-async def test_operator_only_while_open() -> None:
+async def test_key_0_without_operators_on_duty_says_so_and_asks_again() -> None:
+    handed: list[CallPort] = []
     closed = ScriptedCall({"return_visit_question": "0"})
-    result = await run_survey(closed, script(open_=False, comment=0))
-    assert not result.operator_requested and "return_visit_operator_closed" in closed.keys()
+    result = await run_survey(closed, script(open_=False, comment=0, transfer=queue(Handover("operator"), handed)))
+    assert handed == [] and result.choice is None and result.operator_requested  # asked, but none was offered
+    assert "return_visit_operator_closed" in closed.keys() and "return_visit_transfer" not in closed.keys()
     assert closed.keys().count("return_visit_question") == MAX_TRIES  # asked again, then gave up
-    opened = ScriptedCall({"return_visit_question": "0"})
-    result = await run_survey(opened, script(open_=True))
-    assert result.operator_requested and opened.keys()[-1] == "return_visit_transfer"
-    assert "hangup" not in opened.events  # the runner hands the call on (or hangs up) itself
 
 
-async def test_no_operator_configured_is_like_closed() -> None:
+async def test_no_operator_queue_in_this_process_is_like_none_on_duty() -> None:
+    for open_ in (None, True):  # no on-duty check, or on duty but nothing to transfer to
+        call = ScriptedCall({"return_visit_question": "0"})
+        result = await run_survey(call, script(open_=open_, comment=0))
+        assert result.choice is None and "return_visit_operator_closed" in call.keys()
+
+
+async def test_key_0_on_duty_hands_the_call_to_the_queue_and_the_survey_ends() -> None:
+    handed: list[CallPort] = []
     call = ScriptedCall({"return_visit_question": "0"})
-    result = await run_survey(call, script(open_=None, comment=0))
-    assert not result.operator_requested and "return_visit_operator_closed" in call.keys()
+    result = await run_survey(call, script(open_=True, transfer=queue(Handover("operator"), handed)))
+    assert handed == [call] and (result.choice, result.rating, result.keys) == ("operator", None, "0")
+    assert call.keys()[-1] == "return_visit_transfer"
+    assert call.events == [], "no comment, thanks or hang-up: the queue ends the call"
+
+
+async def test_a_message_left_after_the_queue_is_the_result_comment() -> None:
+    message = RecordOutcome("silence", 7.5, heard_speech=True)
+    call = ScriptedCall({"return_visit_question": "0"})
+    result = await run_survey(call, script(open_=True, transfer=queue(Handover("message", message), [])))
+    assert (result.choice, result.comment, result.rating) == ("message", message, None)
 
 
 async def test_no_input_and_invalid_keys_give_up_without_rating() -> None:

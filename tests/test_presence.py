@@ -9,7 +9,9 @@ from queue_fakes import seed_operators
 
 from config.db import transaction
 from ivr import presence
+from config.overrides import set_override
 from ivr.presence import PresenceError
+from ivr.service import on_duty
 
 T0 = dt.datetime(2026, 12, 7, 1, 0, tzinfo=dt.UTC)  # 09:00 in Shanghai, a Monday
 
@@ -138,3 +140,26 @@ def test_presence_survives_a_new_engine(ctx) -> None:  # type: ignore[no-untyped
             assert row is not None and row.state == "away" and row.since == at(0)
     finally:
         fresh.close()
+
+
+def test_operators_on_duty_for_a_campaign_callee(ctx, sessions) -> None:  # type: ignore[no-untyped-def]
+    """What key 0 of a return visit (key 1 of a callback) needs: open by calendar and override, and somebody at work."""
+    monday_10 = T0 + dt.timedelta(hours=1)
+    sunday_10 = monday_10 - dt.timedelta(days=1)
+
+    def on_duty_at(now: dt.datetime) -> bool:
+        with sessions() as s:
+            return on_duty(s, ctx.calendar, now)
+
+    assert not on_duty_at(monday_10), "open, but nobody logged in"
+    with transaction(sessions) as s:
+        presence.set_state(s, 3, "away", monday_10)
+    assert on_duty_at(monday_10), "logged in (away): a callee waits for them, as an inbound caller would"
+    assert not on_duty_at(sunday_10), "closed by the calendar"
+    with transaction(sessions) as s:
+        set_override(s, "closed", None, "supervisor", "drill", now=monday_10)
+    assert not on_duty_at(monday_10 + dt.timedelta(minutes=1)), "closed by the manual override"
+    with transaction(sessions) as s:
+        set_override(s, "auto", None, "supervisor", None, now=monday_10 + dt.timedelta(minutes=2))
+        presence.set_state(s, 3, "offline", monday_10 + dt.timedelta(minutes=2))
+    assert not on_duty_at(monday_10 + dt.timedelta(minutes=3))
