@@ -80,8 +80,9 @@ async def test_create_start_and_watch_progress_in_chromium(aiohttp_server, ctx) 
             # the engine answers the one target; the page's poll shows it without a reload
             with transaction(ctx.sessions) as s:
                 t = s.scalars(select(CampaignTarget).where(CampaignTarget.state == "pending")).one()
-                t.state, t.outcome, t.rating = "done", "answered", 1
+                t.state, t.outcome, t.choice = "done", "answered", "operator"  # pressed 0, talked to an operator
             await expect(row.locator(".done")).to_have_text("1", timeout=15_000)
+            await expect(row.locator(".transferred")).to_have_text("1")
             await expect(row.locator(".pending")).to_have_text("0")
             await row.get_by_role("button", name="暂停").click()
             await expect(row.locator(".state")).to_have_text("paused")
