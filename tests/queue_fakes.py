@@ -140,11 +140,14 @@ class QueuedCall(ScriptedCall):
         return None
 
 
-def seed_operators(sessions: Any, ids: Iterable[int]) -> None:
-    """Operator rows with fixed ids, so presence and callback tests can name users 1, 2, 7 … (no password use)."""
+def seed_operators(sessions: Any, ids: Iterable[int], sip_host: str = "pbx") -> None:
+    """Operator rows with fixed ids, so presence and callback tests can name users 1, 2, 7 … (no password use).
+
+    Operator `i` is reached at ``sip:<1000 + i>@<sip_host>``: bench/bridge.py points them all at
+    one SIPp UAS (``127.0.0.1:PORT``), which answers whatever user is called."""
     from cases.users import User
     from config.db import transaction
 
     with transaction(sessions) as s:
-        s.add_all(User(id=i, username=f"operator{i}", password_hash="-", role="operator", sip_uri=f"sip:{1000 + i}@pbx")
-                  for i in ids)
+        s.add_all(User(id=i, username=f"operator{i}", password_hash="-", role="operator",
+                       sip_uri=f"sip:{1000 + i}@{sip_host}") for i in ids)
