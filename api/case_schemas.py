@@ -207,6 +207,8 @@ class RecordingOut(ApiModel):
 class TranscriptOut(ApiModel):
     recording_id: int
     channel: int
+    speaker: Literal["caller", "operator"] = Field(
+        description="who speaks on this channel: a conversation is recorded left = caller, right = operator")
     text: str
     confidence: float | None
     model: str
@@ -324,7 +326,7 @@ def event_out(e: CaseEvent, numbers: dict[int, str]) -> EventOut:
 def detail(s: Session, ctx: Context, tl: Timeline, user: Staff, now: dt.datetime, *, purpose: str) -> CaseDetail:
     """The full case for ``user``; logs the view when a protected reporter's data is shown unmasked."""
     from recordings.models import Recording
-    from transcription.models import Transcript
+    from transcription.speakers import speaker, transcripts_of
 
     c = tl.case
     role = privacy_role(user.role)
@@ -341,10 +343,12 @@ def detail(s: Session, ctx: Context, tl: Timeline, user: Staff, now: dt.datetime
             recordings.append(RecordingOut(id=r.id, case=by_recording.get(r.id, c.number), kind=r.kind,
                                            duration=r.duration, received_at=r.received_at,
                                            audio_url=f"/api/v1/recordings/{r.id}/audio"))
-        for t in s.scalars(select(Transcript).where(Transcript.recording_id.in_(tl.recording_ids))
-                           .order_by(Transcript.recording_id, Transcript.channel, Transcript.id)):
-            transcripts.append(TranscriptOut(recording_id=t.recording_id, channel=t.channel, text=t.text,
-                                             confidence=t.confidence, model=t.model, words=list(t.words or [])))
+        channels = {r.id: r.channels for r in s.scalars(select(Recording).where(Recording.id.in_(tl.recording_ids)))}
+        for said in transcripts_of(s, sorted(channels)).values():
+            transcripts.extend(TranscriptOut(recording_id=t.recording_id, channel=t.channel,
+                                             speaker=speaker(channels[t.recording_id], t.channel),  # type: ignore[arg-type]
+                                             text=t.text, confidence=t.confidence, model=t.model,
+                                             words=list(t.words or [])) for t in said)
     into = s.get(Case, c.merged_into_id) if c.merged_into_id is not None else None
     cfg = ctx.settings.cases
     return CaseDetail(

@@ -45,6 +45,7 @@ from ivr.recording_search import RecordingHit, RecordingQuery, search_recordings
 from recordings.access import append_access, entry_dict, list_access
 from recordings.models import KINDS, Recording
 from recordings.store import recording_path
+from transcription.speakers import speaker, transcripts_of
 
 log = get_logger("api.recordings")
 routes = Routes("recordings")
@@ -236,10 +237,20 @@ async def detail(request: web.Request) -> web.Response:
         rec_id = _recording_id(request)
     except BadRequest as e:
         return _bad(e)
-    hit = await asyncio.to_thread(_load_one, ctx, rec_id)
-    if hit is None:
-        return _not_found(rec_id)
-    return _json(_hit_dict(hit, ctx.settings.calendar.tz, full=True))
+
+    def load() -> dict[str, Any] | None:
+        hit = _load_one(ctx, rec_id)
+        if hit is None:
+            return None
+        with ctx.sessions() as s:
+            said = transcripts_of(s, [rec_id])[rec_id]
+        channels = hit.recording.channels
+        return _hit_dict(hit, ctx.settings.calendar.tz, full=True) | {"transcripts": [
+            {"channel": t.channel, "speaker": speaker(channels, t.channel), "text": t.text,
+             "confidence": t.confidence, "model": t.model, "words": list(t.words or [])} for t in said]}
+
+    body = await asyncio.to_thread(load)
+    return _not_found(rec_id) if body is None else _json(body)
 
 
 @routes.get("/api/v1/recordings/{id}/access", summary="Who played or downloaded this recording (hash-chained log)",

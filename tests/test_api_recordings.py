@@ -17,6 +17,7 @@ from config.db import transaction, utcnow
 from ivr.models import Call
 from recordings.access import verify_chain
 from recordings.models import Recording, RecordingAccess
+from transcription.models import Transcript
 from recordings.store import recording_path, store_recording
 
 CLIP8 = Path(__file__).resolve().parent.parent.parent / "shared" / "speech" / "tts_en_complaint_8k.wav"
@@ -182,6 +183,34 @@ async def test_detail(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-
     assert body["call"]["disposition"] == "voicemail" and body["case"] == {"number": f"20260301-{rec.id:04d}", "status": "draft"}
     assert body["audio_url"] == f"/api/v1/recordings/{rec.id}/audio"
     assert _entries(ctx) == []  # looking at metadata is not listening
+
+
+async def test_conversation_transcripts_say_who_spoke(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
+    """A stereo conversation's channels are the caller (left) and the operator (right): the API, the recording
+    page and the case page all say so; a mono voicemail's one channel is the caller's."""
+    with transaction(ctx.sessions) as s:
+        talk = _row(s, at=utcnow(), caller="13800138000", kind="conversation")
+        talk.channels = 2
+        mono = _row(s, at=utcnow(), caller="13800138000")
+        for rec, channel, text in ((talk, 1, "您好 这里 是 热线"), (talk, 0, "我 要 投诉 <b>派出所</b>"), (mono, 0, "留言 内容")):
+            s.add(Transcript(recording_id=rec.id, channel=channel, text=text, words=[], confidence=0.9, model="t",
+                             duration=1.0, elapsed=0.1))
+        s.add(Case(number="20260301-0900", channel="phone", source_recording_id=talk.id, content="x"))
+        s.flush()
+        case_id = s.scalars(select(Case.id).where(Case.number == "20260301-0900")).one()
+    client, _ = await logged_in_client(aiohttp_client, ctx)
+    body = await (await client.get(f"/api/v1/recordings/{talk.id}")).json()
+    assert [(t["channel"], t["speaker"], t["text"]) for t in body["transcripts"]] == [
+        (0, "caller", "我 要 投诉 <b>派出所</b>"), (1, "operator", "您好 这里 是 热线")]
+    body = await (await client.get(f"/api/v1/recordings/{mono.id}")).json()
+    assert [(t["channel"], t["speaker"]) for t in body["transcripts"]] == [(0, "caller")]
+    case = (await (await client.get("/api/v1/cases/20260301-0900")).json())["case"]
+    assert [(t["recording_id"], t["speaker"]) for t in case["transcripts"]] == [(talk.id, "caller"), (talk.id, "operator")]
+    for path in (f"/recordings/{talk.id}", f"/cases/{case_id}"):
+        html = await (await client.get(path, params={"lang": "en"})).text()
+        assert '<strong>Caller</strong>: 我 要 投诉 &lt;b&gt;派出所&lt;/b&gt;' in html, path
+        assert '<strong>Operator</strong>: 您好 这里 是 热线' in html, path
+        assert html.index("data-speaker=\"caller\"") < html.index("data-speaker=\"operator\""), path
 
 
 @pytest.fixture

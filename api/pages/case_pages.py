@@ -50,6 +50,7 @@ from config.db import transaction
 from recordings.models import Recording
 from transcription.extract import low_confidence
 from transcription.models import Transcript
+from transcription.speakers import speaker, transcripts_of
 
 routes = Routes("pages")
 CASE_STAFF = CENTRE
@@ -182,6 +183,13 @@ def merge_suggestions(s: Session, ctx: Context, case: Case) -> list[dict[str, An
     return [{"s": x, "case": others[x.case_id]} for x in suggestions if x.case_id in others]
 
 
+def said(s: Session, recordings: list[Recording]) -> dict[int, list[dict[str, Any]]]:
+    """Each recording's transcripts as the pages show them: who spoke (left caller, right operator) and what."""
+    channels = {r.id: r.channels for r in recordings}
+    return {rid: [{"channel": t.channel, "speaker": speaker(channels[rid], t.channel), "text": t.text} for t in ts]
+            for rid, ts in transcripts_of(s, channels).items()}
+
+
 def case_context(s: Session, ctx: Context, request: web.Request, case: Case) -> dict[str, Any]:
     """What the case page shows the viewer: fields (personal ones per privacy), deadlines, timeline, forms."""
     user = request[USER]
@@ -200,6 +208,7 @@ def case_context(s: Session, ctx: Context, request: web.Request, case: Case) -> 
             [e.case_id for e in tl.events])))},
         "merged_into": merged_into,
         "recordings": recs,
+        "said": said(s, recs),
         "allowed": allowed_actions(case.status),
         "can": can,
         "suggestions": merge_suggestions(s, ctx, case) if "merge" in can else [],

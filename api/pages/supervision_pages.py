@@ -21,7 +21,7 @@ from api.context import CTX
 from api.errors import ApiError
 from api.openapi import Routes
 from api.pages import PageError, page, render_page
-from api.pages.case_pages import path_id, worst
+from api.pages.case_pages import path_id, said, worst
 from api.pages.charts import bar_chart
 from api.recordings import BadRequest, _parse_query
 from api.validation import ApiModel, parse_query
@@ -132,7 +132,8 @@ async def recording(request: web.Request) -> web.Response:
             hits, _ = search_recordings(s, RecordingQuery(recording_id=rid, include_deleted=True), tz, limit=1)
             if not hits:
                 raise PageError(404, "error.no_recording")
-            return {"hit": hits[0], "entries": list_access(s, recording_id=rid, limit=ACCESS_LOG_ROWS)}
+            return {"hit": hits[0], "entries": list_access(s, recording_id=rid, limit=ACCESS_LOG_ROWS),
+                    "said": said(s, [hits[0].recording])}
 
     return await render_page(request, "recording.html", await asyncio.to_thread(load))
 

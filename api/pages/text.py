@@ -77,6 +77,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "case.review_draft": ("审核此草稿", "Review this draft"),
     "case.deadlines": ("办理时限", "Deadlines"),
     "case.recording": ("录音", "Recording"),
+    "said.caller": ("来电人", "Caller"),
+    "said.operator": ("话务员", "Operator"),
     "case.timeline": ("办理记录", "Timeline"),
     "case.actions": ("办理操作", "Actions"),
     "case.no_actions": ("当前状态下您没有可办理的操作。", "Nothing for you to do in this status."),
