@@ -131,8 +131,9 @@ async def report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
     result.decision = decision
     notice: list[str] = ["no_operator"] if decision.open else [CLOSED_PROMPT.get(decision.why, "closed")]
     if decision.open and deps.queue is not None:
+        again = None
         while True:
-            outcome = result.queue = await wait_in_queue(call, deps.queue)
+            outcome = result.queue = await wait_in_queue(call, deps.queue, again=again)
             if outcome.exit != "operator":
                 break
             result.disposition = "operator"
@@ -143,8 +144,9 @@ async def report(call: CallPort, deps: FlowDeps, result: FlowResult) -> None:
                 await deps.queue.queue.finished(outcome.waiting, outcome.connection)
             if talked is not False or call.ended:
                 return
-            # The operator hung up before a word was said: back in line (someone else may be free).
+            # The operator hung up before a word was said: back in line, at its head (someone else may be free).
             result.disposition = "abandoned"
+            again = outcome.waiting
         if call.ended:
             return
         if outcome.exit == "callback" and outcome.callback_phone:

@@ -169,10 +169,18 @@ class CallQueue:
     async def logged_in(self) -> int:
         return await self.roster.logged_in()
 
-    def join(self, caller: str | None, call_id: int | None) -> Waiting:
-        w = Waiting(caller, call_id, asyncio.get_running_loop().time(), utcnow())
-        self._waiting.append(w)
-        log.info("caller queued", call_id=call_id, position=len(self._waiting))
+    def join(self, caller: str | None, call_id: int | None, *, again: Waiting | None = None) -> Waiting:
+        """Queue a caller at the back; or, ``again``, one whose operator left before a word was said:
+        back at the front, on the first wait's clock (max wait, statistics), that operator skipped."""
+        if again is None:
+            w = Waiting(caller, call_id, asyncio.get_running_loop().time(), utcnow())
+            self._waiting.append(w)
+        else:
+            left = again.connection.result().operator.user_id if again.connection.done() else None
+            w = Waiting(caller, call_id, again.entered, again.entered_at,
+                        tried=again.tried | ({left} if left is not None else set()))
+            self._waiting.insert(0, w)
+        log.info("caller queued", call_id=call_id, position=self._waiting.index(w) + 1, again=again is not None)
         self.wake()
         return w
 

@@ -85,12 +85,14 @@ async def _unless_connected(aw: Awaitable[T], w: Waiting) -> T | None:
     return None if task.cancelled() else task.result()
 
 
-async def wait_in_queue(call: CallPort, deps: WaitDeps) -> WaitOutcome:
+async def wait_in_queue(call: CallPort, deps: WaitDeps, *, again: Waiting | None = None) -> WaitOutcome:
+    """Wait for an operator. ``again``: the caller's earlier wait, whose operator hung up during the
+    consent notice; the caller is not sent to the back, and their max wait is not started over."""
     queue, settings = deps.queue, deps.settings
     if await queue.logged_in() == 0:
         return WaitOutcome("no_operators")
     loop = asyncio.get_running_loop()
-    w = queue.join(deps.caller, deps.call_id)
+    w = queue.join(deps.caller, deps.call_id, again=again)
     outcome = WaitOutcome("abandoned", entered_at=w.entered_at, waiting=w)
     deadline = w.entered + settings.max_wait_seconds
     next_announce = w.entered

@@ -199,6 +199,42 @@ async def test_operator_answer_stops_the_music_and_connects(line) -> None:  # ty
     assert "voicemail" not in call.played and call.played[-1] == "goodbye"
 
 
+async def test_operator_leaving_during_consent_puts_the_caller_back_at_the_head(line) -> None:  # type: ignore[no-untyped-def]
+    """The first operator hangs up before a word is said: the caller queues again ahead of a later caller, on
+    the first wait's clock (max wait is not started over), and the next ring goes to another operator."""
+    phones = Phones(op7="answer", op8="manual")
+    ln = line(FakeRoster([7, 8]), phones, QueueSettings(announce_seconds=5, max_wait_seconds=30, ring_timeout_seconds=5))
+    talks: list[WaitOutcome] = []
+    first_join: list[Waiting] = []
+
+    async def talk(outcome: WaitOutcome) -> bool:
+        talks.append(outcome)
+        if len(talks) == 1:  # op 7 hung up during the notice; meanwhile another caller joined
+            first_join.append(ln.queue.join("13900000009", 99))
+            return False
+        return True
+
+    deps = ln.deps()
+    assert deps.queue is not None
+    deps.queue.talk = talk
+    await ln.queue.start()
+    call = QueuedCall()
+    task = asyncio.create_task(inbound(call, deps))
+    async with asyncio.timeout(5):
+        while not phones[8].rings:
+            await asyncio.sleep(0.005)
+    assert talks[0].waiting is not None and ln.queue.position(talks[0].waiting) is None  # the first wait is over ...
+    waiting = [w for w in ln.queue._waiting if w.call_id == 42]
+    assert len(waiting) == 1 and ln.queue.position(waiting[0]) == 1  # ... and the caller is first, not behind 99
+    assert waiting[0].entered == talks[0].waiting.entered and waiting[0].entered_at == talks[0].waiting.entered_at
+    assert 7 in waiting[0].tried and [op for op, c in phones.log if c == 42] == [7, 8]
+    phones[8].pick_up.set()
+    result: FlowResult = await asyncio.wait_for(task, 5)
+    assert result.disposition == "operator"
+    assert [t.connection.operator.user_id for t in talks if t.connection] == [7, 8]
+    ln.queue.leave(first_join[0], "abandoned")
+
+
 async def test_positions_announced_move_up(line) -> None:  # type: ignore[no-untyped-def]
     ln = line()
     await ln.queue.start()
