@@ -247,7 +247,7 @@ def _catalogue() -> tuple[Segment, ...]:
         ),
         Segment(
             "call_recorded",
-            {"zh": "为了保证服务质量和便于监督，本次通话将被录音。",
+            {"zh": "本次通话录音，用于服务质量监督。",
              "en": "This call is recorded for quality and supervision."},
             "queue: an operator answered; said to the caller before the two are connected",
         ),
