@@ -19,12 +19,12 @@ from api.auth import setup_sessions
 from api.context import CTX
 from api.errors import MAX_BODY, error, errors_middleware
 from api.metrics import count_requests, setup_metrics
-from api.pages import admin_pages, assets, case_pages, setup_templates, supervision_pages
+from api.pages import admin_pages, assets, case_pages, console_pages, setup_templates, supervision_pages
 from config.context import Context
 from config.db import DatabaseError, current_revision, head_revision
 
 ROUTE_MODULES = (openapi, auth_routes, cases, boards, stats, open311, recordings, metrics, operators, campaigns, campaign_pages,
-                 users, assets, case_pages, supervision_pages, admin_pages)
+                 users, assets, case_pages, console_pages, supervision_pages, admin_pages)
 
 __all__ = ["CTX", "create_app", "error"]
 
@@ -65,5 +65,6 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get("/healthz", healthz)
     openapi.install(app, *(m.routes for m in ROUTE_MODULES))
     recordings.setup(app)
+    operators.setup(app)
     setup_metrics(app, ctx)
     return app

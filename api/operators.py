@@ -7,14 +7,20 @@ one event per thing the queue does for *this* operator: ``ringing`` (their phone
 a caller), ``connected`` (they answered and are bridged), ``ended`` (with a reason). Each
 event's data is JSON with the caller's number, the call id, the recording id once the
 conversation is stored (so on ``ended`` after a bridged call), and the previous cases from
-that number, most recent first. ``POST /api/v1/calls/{id}/case`` opens a case prefilled from
-the call (channel phone, the caller's number, linked to the call and its recording).
+that number, most recent first (each with its id, for a link to its page).
+``POST /api/v1/calls/{id}/case`` opens a case prefilled from the call (channel phone, the
+caller's number, linked to the call and its recording). The operator's console (/console,
+api/pages/console_pages.py) is the page that shows the events and opens the case.
 
 The events come from the queue of the IVR running in the same process (``hotline serve``
 runs both): ``Context.queue_events`` is the one object both see. An API process without the
 IVR streams only keep-alive comments. SSE rather than a WebSocket: one direction is all a
 screen pop needs, the browser's EventSource reconnects by itself, and it passes proxies as
 plain HTTP.
+
+A stream never ends by itself, so the app closes every stream when it shuts down (``setup``):
+otherwise aiohttp waits for each open operator console up to its shutdown timeout (twice
+60 s) before `hotline serve` can exit. The browser reconnects to the next process.
 """
 
 from __future__ import annotations
@@ -56,6 +62,19 @@ STATS_ROLES = ("operator", "supervisor")
 KEEPALIVE_SECONDS = 15.0
 """A comment line this often keeps proxies and the browser from closing an idle stream."""
 PREVIOUS_CASES = 10
+STREAMS_CLOSING = web.AppKey("operator_streams_closing", asyncio.Event)
+"""Set when the app shuts down: every event stream ends."""
+
+
+def setup(app: web.Application) -> None:
+    """End the event streams at shutdown, before aiohttp waits for the handlers still running."""
+    closing = asyncio.Event()
+    app[STREAMS_CLOSING] = closing
+
+    async def close_streams(_: web.Application) -> None:
+        closing.set()
+
+    app.on_shutdown.append(close_streams)
 
 
 # --- presence ----------------------------------------------------------------------------
@@ -146,7 +165,8 @@ def previous_cases(s: Any, number: str | None, tz: Any, *, before_call: int | No
          .order_by(Case.received_at.desc(), Case.id.desc()).limit(PREVIOUS_CASES))
     if before_call is not None:
         q = q.where(or_(Case.source_call_id.is_(None), Case.source_call_id != before_call))
-    return [{"number": c.number, "status": c.status, "category": c.category, "received_at": c.received_at.isoformat(),
+    return [{"id": c.id, "number": c.number, "status": c.status, "category": c.category,
+             "received_at": c.received_at.isoformat(),
              "received_local": c.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"), "content": c.content[:200]}
             for c in s.scalars(q)]
 
@@ -174,20 +194,24 @@ def sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
 async def my_events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     me = request[USER].id
+    closing = request.app[STREAMS_CLOSING]
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
                                        "X-Accel-Buffering": "no", "X-Request-ID": request[REQUEST_ID]})
     with ctx.queue_events.subscribe() as queue:  # before the headers: nothing published after them is missed
         await resp.prepare(request)
         await resp.write(b"retry: 3000\n: connected\n\n")
         sent = 0
+        closed = asyncio.create_task(closing.wait())
+        got: asyncio.Task[QueueEvent] | None = None
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE_SECONDS):
-                        event = await queue.get()
-                except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
-                    continue
+            while not closing.is_set():
+                got = got or asyncio.create_task(queue.get())
+                await asyncio.wait((got, closed), timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    if not closing.is_set():
+                        await resp.write(b": keep-alive\n\n")
+                    continue  # the same get() goes on waiting
+                event, got = got.result(), None
                 if event.operator_id != me:
                     continue
                 data = await asyncio.to_thread(screen_pop, ctx, event)
@@ -195,6 +219,10 @@ async def my_events(request: web.Request) -> web.StreamResponse:
                 await resp.write(sse(event.kind, data, sent))
         except (ConnectionResetError, ConnectionError):
             pass  # the page closed
+        finally:
+            closed.cancel()
+            if got is not None:
+                got.cancel()
     return resp
 
 

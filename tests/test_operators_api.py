@@ -117,6 +117,17 @@ async def test_screen_pop_streams_my_events_with_previous_cases(aiohttp_client, 
     assert ringing["recording_id"] is None and got[2][1]["recording_id"] == 77 and got[2][1]["reason"] == "hangup"
 
 
+async def test_screen_pop_streams_end_when_the_app_shuts_down(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
+    """An open console must not hold `hotline serve` up at SIGTERM (aiohttp waits for running handlers)."""
+    client, op, h = await _client(aiohttp_client, ctx)
+    r = await client.get("/api/v1/operators/me/events", headers=h)
+    assert (await r.content.readline()).startswith(b"retry:")
+    await client.app.shutdown()  # what the runner does first at SIGTERM: on_shutdown
+    rest = await asyncio.wait_for(r.content.read(), 10)  # the stream ends (without this, only keep-alives)
+    assert b"event:" not in rest
+    r.close()
+
+
 async def test_screen_pop_needs_the_operator_role(aiohttp_client, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     client, _, h = await _client(aiohttp_client, ctx, role="supervisor")
     assert (await client.get("/api/v1/operators/me/events", headers=h)).status == 403

@@ -9,8 +9,9 @@ api/messages.py and api/pages/text.py; a key missing in English falls back to Ch
 then to the key itself.
 
 The page routes live in api/pages/case_pages.py (queue, detail, draft review and the case
-actions), api/pages/supervision_pages.py (overdue board, key cases, recordings, statistics)
-and api/pages/admin_pages.py (the administrator's users page).
+actions), api/pages/supervision_pages.py (overdue board, key cases, recordings, statistics),
+api/pages/admin_pages.py (the administrator's users page) and api/pages/console_pages.py
+(the operator's console, a script over the JSON API like api/campaign_pages.py).
 They read with the domain functions and act by calling cases.actions, like the JSON API:
 the page layer holds no business rule of its own. Times are shown in the centre's zone
 with the `local` filter.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 _PAIRS: dict[str, tuple[str, str]] = {
     "nav.queue": ("案件队列", "Case queue"),
+    "nav.console": ("接线台", "Operator console"),
     "nav.overdue": ("超期督办看板", "Overdue board"),
     "nav.key_cases": ("重点督办", "Key supervision"),
     "nav.recordings": ("录音", "Recordings"),
@@ -33,6 +34,7 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "field.content": ("诉求内容", "Content"),
     "field.reply": ("答复", "Reply"),
     "field.caller_number": ("来电号码", "Caller number"),
+    "field.source_call": ("来源通话", "From call"),
     "field.complainant_name": ("姓名", "Name"),
     "field.complainant_phone": ("联系电话", "Phone"),
     "field.complainant_unit": ("工作单位", "Employer"),
