@@ -205,7 +205,8 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
-def list_statement(ctx: Context, q: CaseListQuery, user: Staff, now: dt.datetime) -> Select[tuple[Case]]:
+def list_statement(ctx: Context, s: Session, q: CaseListQuery, user: Staff, now: dt.datetime) -> Select[tuple[Case]]:
+    """The list query; ``s`` because the content search may first count its matches (cases/search.py)."""
     try:
         statuses = parse_statuses(q.status)
     except ValueError as e:
@@ -238,7 +239,7 @@ def list_statement(ctx: Context, q: CaseListQuery, user: Staff, now: dt.datetime
     if q.received_to is not None:
         stmt = stmt.where(Case.received_at < _local_midnight(ctx, q.received_to + dt.timedelta(days=1)))
     if q.q:
-        stmt = stmt.where(search.matches(ctx.engine.dialect.name, q.q))
+        stmt = stmt.where(search.matches(s, q.q))
     desc = q.sort.startswith("-")
     col = Case.received_at if q.sort.endswith("received_at") else Case.updated_at
     if q.cursor is not None:
@@ -260,10 +261,9 @@ async def list_cases(request: web.Request) -> web.Response:
     q = parse_query(request, CaseListQuery)
     ctx, user = request.app[CTX], request[USER]
     now = ctx.now()
-    stmt = list_statement(ctx, q, user, now)
 
     def load(s: Session) -> CaseList:
-        rows = list(s.scalars(stmt))
+        rows = list(s.scalars(list_statement(ctx, s, q, user, now)))
         page, more = rows[: q.limit], len(rows) > q.limit
         nxt = None
         if more:

@@ -16,10 +16,10 @@ class Case(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
-    channel: Mapped[str] = mapped_column(String(20), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
     category: Mapped[str | None] = mapped_column(String(80), index=True)
     handling_form: Mapped[str | None] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
+    status: Mapped[str] = mapped_column(String(20), default="draft")
     complainant_name: Mapped[str | None] = mapped_column(String(120))
     complainant_phone: Mapped[str | None] = mapped_column(String(40), index=True)
     complainant_unit: Mapped[str | None] = mapped_column(String(200))
@@ -86,6 +86,11 @@ class Case(Base):
         # A unit's queue (every unit handler's list, supervisors filtering by unit) newest
         # first: walked backwards without sorting the unit's whole history.
         Index("ix_case_unit_received_at", "unit", "received_at"),
+        # The same for the status and channel filters (and what a status alone needs). A plain
+        # index on either makes SQLite, on a database never ANALYZEd (the service does not),
+        # fetch and sort every case of that status or channel: 1.6 s for "closed" at 1M cases.
+        Index("ix_case_status_received_at", "status", "received_at"),
+        Index("ix_case_channel_received_at", "channel", "received_at"),
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect, select, text, update
 
 from cases.models import Case
-from cases.search import fts_phrase, matches
+from cases.search import COMMON, fts_phrase, is_common, matches
 from config.db import transaction
 
 CONTENTS = {
@@ -28,26 +28,51 @@ def numbers(sessions):  # type: ignore[no-untyped-def]
     return {key: f"20261201-{i + 1:04d}" for i, key in enumerate(CONTENTS)}
 
 
-def found(sessions, q: str) -> set[str]:  # type: ignore[no-untyped-def]
+# SQLite reads a search two ways by the number of matches (cases/search.py); common=1 makes
+# every term with a match "common", so both ways answer the same questions here.
+WAYS = pytest.mark.parametrize("common", [COMMON, 1], ids=["from_matches", "in_list_order"])
+
+
+def found(sessions, q: str, common: int = COMMON) -> set[str]:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        dialect = s.get_bind().dialect.name
-        return set(s.scalars(select(Case.number).where(matches(dialect, q))))
+        return set(s.scalars(select(Case.number).where(matches(s, q, common=common))))
 
 
-def test_substrings_of_three_or_more_characters(sessions, numbers) -> None:  # type: ignore[no-untyped-def]
-    assert found(sessions, "噪声扰民") == {numbers["a"]}
-    assert found(sessions, "补办一个月") == {numbers["b"]}
-    assert found(sessions, "民警") == {numbers["d"]}, "two characters fall back to the scan, same answer"
-    assert found(sessions, "police station") == {numbers["b"]}, "case-insensitive like ILIKE"
-    assert found(sessions, "无人机") == set()
-    assert found(sessions, numbers["c"]) == {numbers["c"]}, "a case number finds its case"
+@WAYS
+def test_substrings_of_three_or_more_characters(sessions, numbers, common: int) -> None:  # type: ignore[no-untyped-def]
+    assert found(sessions, "噪声扰民", common) == {numbers["a"]}
+    assert found(sessions, "补办一个月", common) == {numbers["b"]}
+    assert found(sessions, "民警", common) == {numbers["d"]}, "two characters fall back to the scan, same answer"
+    assert found(sessions, "police station", common) == {numbers["b"]}, "case-insensitive like ILIKE"
+    assert found(sessions, "无人机", common) == set()
+    assert found(sessions, numbers["c"], common) == {numbers["c"]}, "a case number finds its case"
+    assert found(sessions, f" {numbers['c']} ", common) == {numbers["c"]}
 
 
+@WAYS
 @pytest.mark.parametrize("hostile", ['said "wait"', '"', '""', "100%", "%", "_", "a OR b", "NEAR(a b)", "*", "'; --",
                                      "噪声\" OR \"民警", "   ", "^x", "a:b", "\\"])
-def test_hostile_queries_are_text(sessions, numbers, hostile: str) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_queries_are_text(sessions, numbers, hostile: str, common: int) -> None:  # type: ignore[no-untyped-def]
     expected = {n for k, n in numbers.items() if hostile.lower() in CONTENTS[k].lower() or hostile.strip() == n}
-    assert found(sessions, hostile) == expected
+    assert found(sessions, hostile, common) == expected
+
+
+def test_common_terms_are_read_in_list_order(sessions, numbers) -> None:  # type: ignore[no-untyped-def]
+    """SQLite: a term in many cases walks the list's index; a rare one starts from its matches."""
+    with sessions() as s:
+        if s.get_bind().dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's planner picks from its statistics; nothing chosen by hand")
+        assert is_common(s, "扰民", common=1) is False, "too short for the search table: not looked up"
+        assert is_common(s, "噪声扰民", common=1) and not is_common(s, "噪声扰民", common=2)
+
+        def plan(common: int) -> str:
+            stmt = select(Case.id).where(matches(s, "噪声扰民", common=common)).order_by(
+                Case.received_at.desc(), Case.id.desc()).limit(51)
+            sql = str(stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True}))
+            return " | ".join(str(r[-1]) for r in s.execute(text("EXPLAIN QUERY PLAN " + sql)))
+
+        assert "INTEGER PRIMARY KEY" in plan(2), plan(2)
+        assert "ix_case_received_at" in plan(1) and "INTEGER PRIMARY KEY" not in plan(1), plan(1)
 
 
 def test_edited_content_is_searched(sessions, numbers) -> None:  # type: ignore[no-untyped-def]

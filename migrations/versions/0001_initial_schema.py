@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-07 03:56:20.402878
+Create Date: 2026-12-07 05:53:52.649958
 """
 from alembic import op
 import sqlalchemy as sa
@@ -137,7 +137,7 @@ def upgrade() -> None:
         if op.get_bind().dialect.name == 'postgresql': op.execute('CREATE INDEX ix_case_caller_number_trgm ON "case" USING gin (caller_number gin_trgm_ops)')
         batch_op.create_index(batch_op.f('ix_case_category'), ['category'], unique=False)
         batch_op.create_index('ix_case_category_received_at', ['category', 'received_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_case_channel'), ['channel'], unique=False)
+        batch_op.create_index('ix_case_channel_received_at', ['channel', 'received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_complainant_phone'), ['complainant_phone'], unique=False)
         if op.get_bind().dialect.name == 'postgresql': op.execute('CREATE EXTENSION IF NOT EXISTS pg_trgm')
         if op.get_bind().dialect.name == 'postgresql': op.execute('CREATE INDEX ix_case_complainant_phone_trgm ON "case" USING gin (complainant_phone gin_trgm_ops)')
@@ -147,7 +147,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_case_received_at'), ['received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_source_call_id'), ['source_call_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_source_recording_id'), ['source_recording_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_case_status'), ['status'], unique=False)
+        batch_op.create_index('ix_case_status_received_at', ['status', 'received_at'], unique=False)
         batch_op.create_index('ix_case_unit_received_at', ['unit', 'received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_case_updated_at'), ['updated_at'], unique=False)
 
@@ -549,7 +549,7 @@ def downgrade() -> None:
     with op.batch_alter_table('case', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_case_updated_at'))
         batch_op.drop_index('ix_case_unit_received_at')
-        batch_op.drop_index(batch_op.f('ix_case_status'))
+        batch_op.drop_index('ix_case_status_received_at')
         batch_op.drop_index(batch_op.f('ix_case_source_recording_id'))
         batch_op.drop_index(batch_op.f('ix_case_source_call_id'))
         batch_op.drop_index(batch_op.f('ix_case_received_at'))
@@ -557,7 +557,7 @@ def downgrade() -> None:
         if op.get_bind().dialect.name == 'postgresql': op.execute('DROP INDEX ix_case_content_trgm')
         if op.get_bind().dialect.name == 'postgresql': op.execute('DROP INDEX ix_case_complainant_phone_trgm')
         batch_op.drop_index(batch_op.f('ix_case_complainant_phone'))
-        batch_op.drop_index(batch_op.f('ix_case_channel'))
+        batch_op.drop_index('ix_case_channel_received_at')
         batch_op.drop_index('ix_case_category_received_at')
         batch_op.drop_index(batch_op.f('ix_case_category'))
         if op.get_bind().dialect.name == 'postgresql': op.execute('DROP INDEX ix_case_caller_number_trgm')
