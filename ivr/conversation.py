@@ -29,7 +29,6 @@ import contextlib
 import re
 from pathlib import Path
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from sqlalchemy import update

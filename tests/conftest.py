@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from config.context import Context
-from config.db import Base, make_engine, session_factory, upgrade
+from config.db import Base, make_engine, upgrade
 from config.settings import Settings, load_settings
 from service.models import import_all_models
 

@@ -3,10 +3,15 @@ a repeat from the same number, an overdue case and one whose content is hostile 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cases import actions
 from cases.drafts import create_voicemail_draft
@@ -117,3 +122,31 @@ async def browser_login(browser: Any, base: str, username: str, password: str) -
     await page.click("button[type=submit]")
     await page.wait_for_selector("#whoami")
     return page
+
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium, driven by Playwright (no browser download: closed networks have none)."""
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}")
+
+
+@contextlib.asynccontextmanager
+async def chromium(*args: str) -> AsyncIterator[Any]:
+    """A headless Chromium, closed however the test ends."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=list(args))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def chromium_app(aiohttp_server: Any, ctx: Context, *args: str) -> AsyncIterator[tuple[Any, str]]:
+    """The real app on a test server and a Chromium to browse it: (browser, base URL without the slash)."""
+    from api.app import create_app
+
+    server = await aiohttp_server(create_app(ctx))
+    async with chromium(*args) as browser:
+        yield browser, str(server.make_url("/")).rstrip("/")

@@ -7,11 +7,10 @@ through `hotline serve` is tests/test_console_sipp.py."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 from api_support import logged_in_client, login_session, make_user
-from pages_support import HOSTILE, browser_login
+from pages_support import HOSTILE, browser_login, chromium_app, needs_chromium
 from sqlalchemy import select
 
 from api.app import create_app
@@ -25,7 +24,6 @@ from ivr import presence
 from ivr.models import Call
 from ivr.queue import QueueEvent
 
-CHROMIUM = "/usr/bin/chromium"
 CALLER = "13800138000"
 
 
@@ -74,12 +72,12 @@ def _call(ctx: Context, caller: str) -> int:
         return row.id
 
 
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}")
+@needs_chromium
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # one database: the page's script, not the SQL
 async def test_console_in_chromium(aiohttp_server, ctx: Context) -> None:  # type: ignore[no-untyped-def]
     """Presence buttons (and the 409 while on a call), a ringing → connected → ended call shown with the
     previous case (hostile text stays text), a case opened from it in a new tab, callbacks claimed and done."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     op, password = make_user(ctx.sessions, "operator", sip_uri="sip:op@127.0.0.1:5070")
     call_id = _call(ctx, CALLER)
@@ -90,74 +88,68 @@ async def test_console_in_chromium(aiohttp_server, ctx: Context) -> None:  # typ
         previous_id = s.scalar(select(Case.id).where(Case.number == "20261101-0007"))
         first = callbacks.add(s, "13900139000", "abandoned", call_id=None).id
         second = callbacks.add(s, "13700137000", "requested", call_id=None).id
-    server = await aiohttp_server(create_app(ctx))
-    base = str(server.make_url("/")).rstrip("/")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            context = await browser.new_context()
-            page = await browser_login(context, base, op.username, password)
-            await page.click("header a[href='/console']")
-            await page.wait_for_url(base + "/console")
-            await expect(page.locator("#stream-status")).to_have_attribute("data-on", "1")
-            await expect(page.locator("#presence-state")).to_have_attribute("data-state", "offline")
+    async with chromium_app(aiohttp_server, ctx) as (browser, base):
+        context = await browser.new_context()
+        page = await browser_login(context, base, op.username, password)
+        await page.click("header a[href='/console']")
+        await page.wait_for_url(base + "/console")
+        await expect(page.locator("#stream-status")).to_have_attribute("data-on", "1")
+        await expect(page.locator("#presence-state")).to_have_attribute("data-state", "offline")
 
-            # presence: the operator picks available; while on a call the API refuses a change and the page says why
-            await page.click("#set-available")
-            await expect(page.locator("#presence-state")).to_have_attribute("data-state", "available")
-            with ctx.sessions() as s:
-                me = s.get(User, op.id)
-                assert me is not None and presence.operator_state(s, me, utcnow()).state == "available"
+        # presence: the operator picks available; while on a call the API refuses a change and the page says why
+        await page.click("#set-available")
+        await expect(page.locator("#presence-state")).to_have_attribute("data-state", "available")
+        with ctx.sessions() as s:
+            me = s.get(User, op.id)
+            assert me is not None and presence.operator_state(s, me, utcnow()).state == "available"
 
-            # the screen pop
-            ctx.queue_events.publish(QueueEvent("ringing", op.id, CALLER, call_id))
-            await expect(page.locator("#call")).to_have_attribute("data-kind", "ringing")
-            assert await page.locator("#caller").inner_text() == CALLER
-            row = page.locator("#previous tr[data-number='20261101-0007']")
-            await expect(row.locator(f"a[href='/cases/{previous_id}']")).to_have_count(1)
-            assert "<script>" in await row.inner_text()  # shown as text, not run
-            with transaction(ctx.sessions) as s:
-                assert presence.claim(s, op.id, utcnow(), call_id=call_id)
-            ctx.queue_events.publish(QueueEvent("connected", op.id, CALLER, call_id))
-            await expect(page.locator("#presence-state")).to_have_attribute("data-state", "busy")
-            await page.click("#set-away")
-            await expect(page.locator("#presence-error")).to_contain_text("on a call")
+        # the screen pop
+        ctx.queue_events.publish(QueueEvent("ringing", op.id, CALLER, call_id))
+        await expect(page.locator("#call")).to_have_attribute("data-kind", "ringing")
+        assert await page.locator("#caller").inner_text() == CALLER
+        row = page.locator("#previous tr[data-number='20261101-0007']")
+        await expect(row.locator(f"a[href='/cases/{previous_id}']")).to_have_count(1)
+        assert "<script>" in await row.inner_text()  # shown as text, not run
+        with transaction(ctx.sessions) as s:
+            assert presence.claim(s, op.id, utcnow(), call_id=call_id)
+        ctx.queue_events.publish(QueueEvent("connected", op.id, CALLER, call_id))
+        await expect(page.locator("#presence-state")).to_have_attribute("data-state", "busy")
+        await page.click("#set-away")
+        await expect(page.locator("#presence-error")).to_contain_text("on a call")
 
-            # a new case from the call opens in a new tab: the draft's review page, prefilled and linked
-            async with context.expect_page() as opened:
-                await page.click("#new-case")
-            tab = await opened.value
-            await tab.wait_for_selector("#case-call")
-            assert tab.url.endswith("/review")
-            assert await tab.get_attribute("#case-call", "data-call") == str(call_id)
-            assert await tab.locator("#case-caller").inner_text() == CALLER
-            assert await tab.input_value("input[name=complainant_phone]") == CALLER
-            await expect(page.locator("#case-opened")).to_be_visible()
-            assert await page.locator("#new-case").is_disabled()  # one case per call from here
-            with ctx.sessions() as s:
-                made = s.scalars(select(Case).where(Case.source_call_id == call_id)).one()
-                assert (made.status, made.caller_number) == ("draft", CALLER)
-            assert await page.locator("#case-link").inner_text() == made.number
+        # a new case from the call opens in a new tab: the draft's review page, prefilled and linked
+        async with context.expect_page() as opened:
+            await page.click("#new-case")
+        tab = await opened.value
+        await tab.wait_for_selector("#case-call")
+        assert tab.url.endswith("/review")
+        assert await tab.get_attribute("#case-call", "data-call") == str(call_id)
+        assert await tab.locator("#case-caller").inner_text() == CALLER
+        assert await tab.input_value("input[name=complainant_phone]") == CALLER
+        await expect(page.locator("#case-opened")).to_be_visible()
+        assert await page.locator("#new-case").is_disabled()  # one case per call from here
+        with ctx.sessions() as s:
+            made = s.scalars(select(Case).where(Case.source_call_id == call_id)).one()
+            assert (made.status, made.caller_number) == ("draft", CALLER)
+        assert await page.locator("#case-link").inner_text() == made.number
 
-            # the call ends: said so, the caller still shown
-            ctx.queue_events.publish(QueueEvent("ended", op.id, CALLER, call_id, "hangup"))
-            await expect(page.locator("#call")).to_have_attribute("data-kind", "ended")
-            assert await page.locator("#caller").inner_text() == CALLER
-            logged = await page.eval_on_selector_all("#call-log li", "ls => ls.map(l => l.dataset.kind)")
-            assert logged == ["ringing", "connected", "ended"]
+        # the call ends: said so, the caller still shown
+        ctx.queue_events.publish(QueueEvent("ended", op.id, CALLER, call_id, "hangup"))
+        await expect(page.locator("#call")).to_have_attribute("data-kind", "ended")
+        assert await page.locator("#caller").inner_text() == CALLER
+        logged = await page.eval_on_selector_all("#call-log li", "ls => ls.map(l => l.dataset.kind)")
+        assert logged == ["ringing", "connected", "ended"]
 
-            # callbacks: claim the first, mark it done; the other stays open
-            cb = page.locator(f"#callbacks tr[data-id='{first}']")
-            await cb.locator("button.claim").click()
-            await expect(cb).to_have_attribute("data-state", "claimed")
-            await cb.locator("select[name=outcome]").select_option("no_answer")
-            await cb.locator("button.done").click()
-            await expect(cb).to_have_count(0)
-            await expect(page.locator(f"#callbacks tr[data-id='{second}']")).to_have_attribute("data-state", "open")
-            with ctx.sessions() as s:
-                done = s.get(callbacks.Callback, first)
-                assert done is not None and (done.claimed_by, done.outcome) == (op.id, "no_answer")
-            for p_ in (page, tab):
-                assert await p_.evaluate("window.__pwned") is None
-        finally:
-            await browser.close()
+        # callbacks: claim the first, mark it done; the other stays open
+        cb = page.locator(f"#callbacks tr[data-id='{first}']")
+        await cb.locator("button.claim").click()
+        await expect(cb).to_have_attribute("data-state", "claimed")
+        await cb.locator("select[name=outcome]").select_option("no_answer")
+        await cb.locator("button.done").click()
+        await expect(cb).to_have_count(0)
+        await expect(page.locator(f"#callbacks tr[data-id='{second}']")).to_have_attribute("data-state", "open")
+        with ctx.sessions() as s:
+            done = s.get(callbacks.Callback, first)
+            assert done is not None and (done.claimed_by, done.outcome) == (op.id, "no_answer")
+        for p_ in (page, tab):
+            assert await p_.evaluate("window.__pwned") is None

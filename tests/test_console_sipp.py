@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
-from pages_support import HOSTILE, browser_login
+from pages_support import HOSTILE, browser_login, chromium, needs_chromium
 from sqlalchemy import select
 from test_operators_sipp import (
     CALLER,
@@ -40,16 +39,15 @@ from config.db import utcnow
 from ivr_harness import ivr_prompts, ivr_service  # noqa: F401 (fixtures)
 from sipp_support import free_udp_port, requires_pcap_play
 
-CHROMIUM = "/usr/bin/chromium"
 CALL_TIMEOUT_MS = 90_000
 """Upper bounds for the page to show a call's events (the machine is shared and SIPp calls are slow)."""
 
 pytestmark = [requires_pcap_play, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}")]
+              needs_chromium]
 
 
 async def test_console_pops_a_real_call_and_opens_a_case_from_it(ivr_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     svc = start_service(ivr_service, rtp_range(), tmp_path, parts=("ivr", "api"), wrap_up_seconds="5")
     port = free_udp_port()
@@ -58,46 +56,42 @@ async def test_console_pops_a_real_call_and_opens_a_case_from_it(ivr_service, tm
         s.add(Case(number="20261105-0003", channel="phone", status="assigned", caller_number=CALLER,
                    content="小区路灯不亮" + HOSTILE, received_at=utcnow() - dt.timedelta(days=33)))
     base = api_url(svc)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            context = await browser.new_context()
-            page = await browser_login(context, base, "opconsole", OPERATOR_PASSWORD)
-            await page.goto(base + "/console")
-            await expect(page.locator("#stream-status")).to_have_attribute("data-on", "1")
-            await page.click("#set-available")
-            await expect(page.locator("#presence-state")).to_have_attribute("data-state", "available")
-            assert await asyncio.to_thread(state_of, svc, "opconsole") == "available"  # as the queue sees it
+    async with chromium() as browser:
+        context = await browser.new_context()
+        page = await browser_login(context, base, "opconsole", OPERATOR_PASSWORD)
+        await page.goto(base + "/console")
+        await expect(page.locator("#stream-status")).to_have_attribute("data-on", "1")
+        await page.click("#set-available")
+        await expect(page.locator("#presence-state")).to_have_attribute("data-state", "available")
+        assert await asyncio.to_thread(state_of, svc, "opconsole") == "available"  # as the queue sees it
 
-            phone = start_phone("op_answer", tmp_path, "op", port, pcap=operator_pcap(tmp_path), hold_ms=20_000)
-            caller = start_caller(svc, "vm_leave_message", tmp_path, "caller", pcap=caller_pcap(tmp_path),
-                                  bye_wait_ms=90_000)
-            # the screen pop: the caller's number and the previous case from it
-            await expect(page.locator("#caller")).to_have_text(CALLER, timeout=CALL_TIMEOUT_MS)
-            previous = page.locator("#previous tr[data-number='20261105-0003']")
-            await expect(previous).to_have_count(1)
-            assert "<script>" in await previous.inner_text()
+        phone = start_phone("op_answer", tmp_path, "op", port, pcap=operator_pcap(tmp_path), hold_ms=20_000)
+        caller = start_caller(svc, "vm_leave_message", tmp_path, "caller", pcap=caller_pcap(tmp_path),
+                              bye_wait_ms=90_000)
+        # the screen pop: the caller's number and the previous case from it
+        await expect(page.locator("#caller")).to_have_text(CALLER, timeout=CALL_TIMEOUT_MS)
+        previous = page.locator("#previous tr[data-number='20261105-0003']")
+        await expect(previous).to_have_count(1)
+        assert "<script>" in await previous.inner_text()
 
-            # a new case from this call, opened in another tab: prefilled and linked to the call
-            async with context.expect_page() as opened:
-                await page.click("#new-case")
-            tab = await opened.value
-            await tab.wait_for_selector("#case-call")
-            call = next(c for c in await asyncio.to_thread(svc.calls) if c["direction"] == "in")
-            assert await tab.get_attribute("#case-call", "data-call") == str(call["id"])
-            assert await tab.locator("#case-caller").inner_text() == CALLER
-            assert await tab.input_value("input[name=complainant_phone]") == CALLER
-            number = await page.locator("#case-link").inner_text()
+        # a new case from this call, opened in another tab: prefilled and linked to the call
+        async with context.expect_page() as opened:
+            await page.click("#new-case")
+        tab = await opened.value
+        await tab.wait_for_selector("#case-call")
+        call = next(c for c in await asyncio.to_thread(svc.calls) if c["direction"] == "in")
+        assert await tab.get_attribute("#case-call", "data-call") == str(call["id"])
+        assert await tab.locator("#case-caller").inner_text() == CALLER
+        assert await tab.input_value("input[name=complainant_phone]") == CALLER
+        number = await page.locator("#case-link").inner_text()
 
-            # the operator's phone hangs up: the page says the call ended, the caller stays shown
-            await expect(page.locator("#call")).to_have_attribute("data-kind", "ended", timeout=CALL_TIMEOUT_MS)
-            assert await page.locator("#caller").inner_text() == CALLER
-            kinds = await page.eval_on_selector_all("#call-log li", "ls => ls.map(l => l.dataset.kind)")
-            assert kinds == ["ringing", "connected", "ended"], kinds
-            for shown in (page, tab):
-                assert await shown.evaluate("window.__pwned") is None
-        finally:
-            await browser.close()
+        # the operator's phone hangs up: the page says the call ended, the caller stays shown
+        await expect(page.locator("#call")).to_have_attribute("data-kind", "ended", timeout=CALL_TIMEOUT_MS)
+        assert await page.locator("#caller").inner_text() == CALLER
+        kinds = await page.eval_on_selector_all("#call-log li", "ls => ls.map(l => l.dataset.kind)")
+        assert kinds == ["ringing", "connected", "ended"], kinds
+        for shown in (page, tab):
+            assert await shown.evaluate("window.__pwned") is None
 
     results = [await asyncio.to_thread(caller.wait, 120), await asyncio.to_thread(phone.wait, 60)]
     assert all(r.ok for r in results), "\n".join(r.describe() for r in results) + svc.describe()

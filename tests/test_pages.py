@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import csrf_from, login_session, make_user
+from api_support import login_session, make_user
 from pages_support import CALLER, HOSTILE, LOW, WORDS, case_row, seed, voicemail_draft
 from sqlalchemy import select
 

@@ -3,56 +3,45 @@ log in; disabled, the operator's open session ends at its next page."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from api_support import make_user
-from pages_support import browser_login
+from pages_support import browser_login, chromium_app, needs_chromium
 
-from api.app import create_app
 
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM}"),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),  # one database: the page, not the SQL
 ]
 PASSWORD = "operator password 1"
 
 
 async def test_admin_adds_an_operator_who_logs_in(aiohttp_server, ctx) -> None:  # type: ignore[no-untyped-def]
-    from playwright.async_api import async_playwright
-
     admin, admin_password = make_user(ctx.sessions, "admin")
-    server = await aiohttp_server(create_app(ctx))
-    base = str(server.make_url("/")).rstrip("/")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            page = await browser_login(await browser.new_context(), base, admin.username, admin_password)
-            await page.click("header a[href='/admin/users']")
-            await page.wait_for_url(base + "/admin/users")
-            form = page.locator("#add-user")
-            await form.locator("input[name=username]").fill("Op-Wang")
-            await form.locator("input[name=display_name]").fill("王接线员")
-            await form.locator("select[name=role]").select_option("operator")
-            await form.locator("input[name=sip_uri]").fill("sip:8003@pbx.local")
-            await form.locator("input[name=password]").fill(PASSWORD)
-            await page.click("#add-user-button")
-            await page.wait_for_selector("#users tr[data-username='op-wang']")
-            row = page.locator("#users tr[data-username='op-wang']")
-            assert "sip:8003@pbx.local" in await row.inner_text() and "接线员" in await row.inner_text()
+    async with chromium_app(aiohttp_server, ctx) as (browser, base):
+        page = await browser_login(await browser.new_context(), base, admin.username, admin_password)
+        await page.click("header a[href='/admin/users']")
+        await page.wait_for_url(base + "/admin/users")
+        form = page.locator("#add-user")
+        await form.locator("input[name=username]").fill("Op-Wang")
+        await form.locator("input[name=display_name]").fill("王接线员")
+        await form.locator("select[name=role]").select_option("operator")
+        await form.locator("input[name=sip_uri]").fill("sip:8003@pbx.local")
+        await form.locator("input[name=password]").fill(PASSWORD)
+        await page.click("#add-user-button")
+        await page.wait_for_selector("#users tr[data-username='op-wang']")
+        row = page.locator("#users tr[data-username='op-wang']")
+        assert "sip:8003@pbx.local" in await row.inner_text() and "接线员" in await row.inner_text()
 
-            # the new operator logs in, in a browser of their own
-            op = await browser_login(await browser.new_context(), base, "op-wang", PASSWORD)
-            assert "王接线员" in await op.locator("#whoami").inner_text()
-            assert await op.locator("header a[href='/cases']").count() == 1
-            assert await op.locator("header a[href='/admin/users']").count() == 0
+        # the new operator logs in, in a browser of their own
+        op = await browser_login(await browser.new_context(), base, "op-wang", PASSWORD)
+        assert "王接线员" in await op.locator("#whoami").inner_text()
+        assert await op.locator("header a[href='/cases']").count() == 1
+        assert await op.locator("header a[href='/admin/users']").count() == 0
 
-            # disabled by the admin: the operator's next page is the login form
-            await row.locator("form.disable-form button").click()
-            await page.wait_for_selector("#users tr[data-username='op-wang'][data-active='0']")
-            await op.goto(base + "/cases")
-            assert op.url.startswith(base + "/login")
-        finally:
-            await browser.close()
+        # disabled by the admin: the operator's next page is the login form
+        await row.locator("form.disable-form button").click()
+        await page.wait_for_selector("#users tr[data-username='op-wang'][data-active='0']")
+        await op.goto(base + "/cases")
+        assert op.url.startswith(base + "/login")
