@@ -67,6 +67,7 @@ from api.errors import ApiError, json_response
 from api.openapi import Routes
 from api.validation import ApiModel, parse_body, parse_query
 from cases import actions, search
+from cases.caller_filter import caller_matches
 from cases.lifecycle import OPEN, IllegalTransition, LifecycleError
 from cases.models import Case, CaseEvent
 from cases.permissions import ACTION_ROLES, CENTRE
@@ -229,8 +230,7 @@ def list_statement(ctx: Context, s: Session, q: CaseListQuery, user: Staff, now:
         if len(digits) < 4:
             stmt = stmt.where(false())  # too short to mean a number; never "every case"
         else:
-            stmt = stmt.where(or_(Case.caller_number.contains(digits, autoescape=True),
-                                  Case.complainant_phone.contains(digits, autoescape=True)))
+            stmt = stmt.where(caller_matches(s.get_bind().dialect.name, digits))
             if user.role not in CENTRE:
                 # Roles that see a protected reporter's phone masked cannot find them by it either.
                 stmt = stmt.where(Case.confidential.is_(False), Case.anonymous.is_(False))

@@ -44,6 +44,8 @@ Reason = Literal["weekday", "weekend", "holiday", "adjusted_workday", "override_
 Source = Literal["override", "config", "library", "fallback"]
 """Where the classification came from; "fallback" means the weekday rule for a year nobody knows."""
 Span = tuple[dt.time, dt.time]
+Interval = tuple[dt.datetime, dt.datetime]
+"""[start, end) in UTC."""
 
 
 class CalendarError(HotlineError):
@@ -133,6 +135,8 @@ class WorkCalendar:
         self._adjusted = tuple(parse_span(s) for s in settings.adjusted_workday_hours)
         self._check()
         self._days: dict[dt.date, DayInfo] = {}
+        self._intervals: dict[dt.date, tuple[Interval, ...]] = {}
+        self._year_sums: dict[int, list[dt.timedelta]] = {}
         self._warned: set[int] = set()
 
     def _check(self) -> None:
@@ -207,12 +211,21 @@ class WorkCalendar:
         """The local opening spans of a date (empty when closed)."""
         return self.day_info(day).spans
 
-    def open_intervals(self, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+    def open_intervals(self, day: dt.date) -> list[Interval]:
         """The opening spans of a local date as [start, end) instants in UTC."""
-        return [
-            (dt.datetime.combine(day, a, self.tz).astimezone(UTC), dt.datetime.combine(day, b, self.tz).astimezone(UTC))
-            for a, b in self.open_spans(day)
-        ]
+        return list(self._utc_intervals(day))
+
+    def _utc_intervals(self, day: dt.date) -> tuple[Interval, ...]:
+        """open_intervals, kept per date: the zone conversion is most of the cost of a deadline's
+        state. Safe to keep for the calendar's life: a day depends only on the settings this
+        calendar was built from (like ``_days``), never on the manual open/closed switch."""
+        got = self._intervals.get(day)
+        if got is None:
+            got = self._intervals[day] = tuple(
+                (dt.datetime.combine(day, a, self.tz).astimezone(UTC), dt.datetime.combine(day, b, self.tz).astimezone(UTC))
+                for a, b in self.open_spans(day)
+            )
+        return got
 
     def local_date(self, instant: dt.datetime) -> dt.date:
         return _utc(instant).astimezone(self.tz).date()
@@ -272,19 +285,61 @@ class WorkCalendar:
         """Open time between two instants: the overlap of [a, b) with the opening spans.
 
         Negative when ``b`` is before ``a``, so "time left" and "time overdue" share one call.
+
+        The case list asks this for every open deadline, often a year or two away from now, so
+        the days inside the range are added from per-year running sums of whole days' opening
+        time. The two days at each end are clipped span by span, as all days were before: the
+        sums assume a day's spans lie wholly inside [a, b), which the day next to an end need
+        not (a zone change that repeats a stretch of local time across midnight).
         """
         a, b = _utc(a), _utc(b)
         if b < a:
             return -self.working_time_between(b, a)
-        total = dt.timedelta()
-        day, last = self.local_date(a), self.local_date(b)
-        while day <= last:
-            for start, end in self.open_intervals(day):
+        first, last = self.local_date(a).toordinal(), self.local_date(b).toordinal()
+        if last - first < 5:
+            edges, total = range(first, last + 1), dt.timedelta()
+        else:
+            edges, total = (first, first + 1, last - 1, last), self._open_time(first + 2, last - 1)
+        for day in edges:
+            for start, end in self._utc_intervals(dt.date.fromordinal(day)):
                 lo, hi = max(start, a), min(end, b)
                 if hi > lo:
                     total += hi - lo
-            day += dt.timedelta(days=1)
         return total
+
+    def _open_time(self, first: int, stop: int) -> dt.timedelta:
+        """Opening time of the whole local days with ordinals first..stop-1 (first <= stop)."""
+        y1, i1 = self._year_index(first)
+        y2, i2 = self._year_index(stop)
+        if y1 == y2:
+            sums = self._year_sum(y1)
+            return sums[i2] - sums[i1]
+        start = self._year_sum(y1)
+        total = start[-1] - start[i1] + self._year_sum(y2)[i2]
+        for year in range(y1 + 1, y2):
+            total += self._year_sum(year)[-1]
+        return total
+
+    @staticmethod
+    def _year_index(ordinal: int) -> tuple[int, int]:
+        day = dt.date.fromordinal(ordinal)
+        return day.year, ordinal - dt.date(day.year, 1, 1).toordinal()
+
+    def _year_sum(self, year: int) -> list[dt.timedelta]:
+        """Opening time of the year's days before day index i (0 = 1 January), for i up to the year's length.
+
+        Whole years, so only years a caller's range touches are classified (the unknown-year
+        warning names the same years as walking day by day would)."""
+        sums = self._year_sums.get(year)
+        if sums is None:
+            jan1, run = dt.date(year, 1, 1).toordinal(), dt.timedelta()
+            sums = [run]
+            for day in range(jan1, dt.date(year, 12, 31).toordinal() + 1):
+                for start, end in self._utc_intervals(dt.date.fromordinal(day)):
+                    run += end - start
+                sums.append(run)
+            self._year_sums[year] = sums
+        return sums
 
 
 def in_zone(value: dt.datetime, tz: dt.tzinfo) -> dt.datetime:

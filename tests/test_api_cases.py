@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from api_support import bearer_headers, login_session, make_user
@@ -315,6 +316,36 @@ async def test_filters_and_pagination_without_dupes_or_gaps(aiohttp_client, ctx)
     # a cursor of one sort is refused by another
     _, page, _ = await api.call("sup", "GET", "/api/v1/cases?limit=2", status=200)
     assert (await api.call("sup", "GET", f"/api/v1/cases?limit=2&sort=received_at&cursor={page['next_cursor']}"))[0] == 422
+
+
+STORED_NUMBERS = [
+    "13800138000", "+8613800138000", "8613800138000", "008613800138000", "013800138000",  # SIP user parts, dialable, E.164
+    "01012345678", "+861012345678", "+8601012345678", "010-12345678", "138 0013 8000",  # and as operators type them
+    "13800138000转123", "13800138000 (本人)", "0755-8888 6666", "075588886666",
+    "13800138001", "13900138000", "031012345678", "1012345678", "12345678",  # other numbers sharing digits
+]
+
+
+async def test_caller_filter_finds_what_the_substring_test_found(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    """A complete number is looked up by its stored spellings (cases/caller_filter.py); the cases
+    found are those the digits-anywhere test found, for every spelling the service stores."""
+    api = await _api(aiohttp_client, ctx)
+    made = {}
+    for i, number in enumerate(STORED_NUMBERS):  # in either column
+        kw = {"caller_number": number, "complainant_phone": None} if i % 2 else {"caller_number": None, "complainant_phone": number}
+        made[(await _create(api, **kw))["number"]] = number
+    for typed in ["13800138000", "+86 138 0013 8000", "0086-138-0013-8000", "013800138000", "010-12345678",
+                  "+86 10 1234 5678", "+86 010 1234 5678", "0755 88886666", "13800138001",
+                  "0138000", "12345678", "1012345678", "86888866"]:  # the last four: partial, substring as before
+        digits = re.sub(r"\D", "", typed)
+        _, body, _ = await api.call("sup", "GET", "/api/v1/cases?caller=" + quote(typed), status=200)
+        assert sorted(i["number"] for i in body["items"]) == sorted(n for n, v in made.items() if digits in v), typed
+    # Text in front of the number is the one thing the complete-number lookup no longer sees through.
+    c = await _create(api, caller_number="手机13800138000", complainant_phone=None)
+    _, body, _ = await api.call("sup", "GET", "/api/v1/cases?caller=13800138000", status=200)
+    assert c["number"] not in [i["number"] for i in body["items"]]
+    _, body, _ = await api.call("sup", "GET", "/api/v1/cases?caller=3800138000", status=200)
+    assert c["number"] in [i["number"] for i in body["items"]]
 
 
 async def test_confidential_reporter_masked_and_views_logged(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]

@@ -321,3 +321,75 @@ def test_rehearsal_clock_starts_at_the_configured_instant_and_runs(env, monkeypa
         load_settings()
     monkeypatch.delenv("HOTLINE_CALENDAR__CLOCK_START")
     assert abs(Context(load_settings()).now() - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+
+
+# -- working time: the fast path against the plain day-by-day walk -------------------------
+
+
+def walk_days(cal: WorkCalendar, a: dt.datetime, b: dt.datetime) -> dt.timedelta:
+    """working_time_between as it was before the per-year sums: every local day, span by span."""
+    a, b = a.astimezone(UTC), b.astimezone(UTC)
+    if b < a:
+        return -walk_days(cal, b, a)
+    total, day = dt.timedelta(), cal.local_date(a)
+    while day <= cal.local_date(b):
+        for x, y in cal.open_spans(day):
+            start = dt.datetime.combine(day, x, cal.tz).astimezone(UTC)
+            end = dt.datetime.combine(day, y, cal.tz).astimezone(UTC)
+            lo, hi = max(start, a), min(end, b)
+            if hi > lo:
+                total += hi - lo
+        day += dt.timedelta(days=1)
+    return total
+
+
+NIGHT_AND_DAY = {d: ["00:00-00:45", "01:30-03:30", "08:30-12:00", "23:15-23:59"] for d in ("mon", "wed", "sat", "sun")}
+CALENDARS = {
+    # holidays, 调休 weekends, local days and a configured year (2028: the weekday fallback)
+    "shanghai": CalendarSettings(
+        closed_days={D(2026, 12, 24): "move", D(2027, 1, 4): "move"}, open_days=[D(2026, 10, 10), D(2027, 10, 9)],
+        years={"2027": YearSchedule(holidays={D(2027, 10, 1): "National Day", D(2027, 10, 4): "National Day"},
+                                    workdays=[D(2027, 9, 26)])}),
+    # spans across the spring-forward gap and the repeated autumn hour (02:00-03:00)
+    "berlin": CalendarSettings(timezone="Europe/Berlin", hours=NIGHT_AND_DAY),
+    # DST changes at local midnight, and one of half an hour
+    "santiago": CalendarSettings(timezone="America/Santiago", hours=NIGHT_AND_DAY),
+    "lord_howe": CalendarSettings(timezone="Australia/Lord_Howe", hours=NIGHT_AND_DAY),
+}
+START = dt.datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("name", CALENDARS)
+def test_working_time_between_equals_the_day_by_day_walk(name: str) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cal = WorkCalendar(CALENDARS[name])
+    seconds = st.integers(0, 4 * 366 * 86400)
+    lengths = st.one_of(st.integers(-3 * 86400, 3 * 86400), st.integers(-800 * 86400, 800 * 86400))
+
+    @settings(max_examples=300, derandomize=True, deadline=None, database=None)
+    @given(offset=seconds, length=lengths)
+    def check(offset: int, length: int) -> None:
+        a = START + dt.timedelta(seconds=offset)
+        b = a + dt.timedelta(seconds=length)
+        assert cal.working_time_between(a, b) == walk_days(cal, a, b)
+
+    check()
+
+
+def test_working_time_between_at_the_dst_changes() -> None:
+    """Every pair of instants a quarter hour apart around the 2026 changes, within a week (each path)."""
+    for name in ("berlin", "santiago", "lord_howe"):
+        cal = WorkCalendar(CALENDARS[name])
+        for change in (c for c in _dst_changes(cal.tz, 2026)):
+            grid = [change + dt.timedelta(minutes=15 * i) for i in range(-8, 9)]
+            for a in grid:
+                for b in (*grid, change + dt.timedelta(days=6, minutes=5), change - dt.timedelta(days=9)):
+                    assert cal.working_time_between(a, b) == walk_days(cal, a, b), (name, a, b)
+
+
+def _dst_changes(tz: ZoneInfo, year: int) -> list[dt.datetime]:
+    """The UTC instants (to the hour) where the zone's offset changes during ``year``."""
+    hours_ = [dt.datetime(year, 1, 1, tzinfo=UTC) + dt.timedelta(hours=h) for h in range(366 * 24)]
+    return [t for prev, t in zip(hours_, hours_[1:]) if prev.astimezone(tz).utcoffset() != t.astimezone(tz).utcoffset()]
