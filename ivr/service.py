@@ -225,13 +225,7 @@ class Ivr:
             if row is None:
                 return
             row.disposition = result.disposition
-            if result.decision:
-                row.open_decision = result.decision.why
-            if result.record:
-                row.record_stop = result.record.reason
-                row.message_seconds = result.record.seconds
-            if result.queue is not None:
-                record_wait(s, row, result.queue)
+            write_flow(s, row, result)
         log.info("outbound call handed to the queue ended", row=call_id, disposition=result.disposition,
                  queue_exit=result.queue.exit if result.queue else None)
 
@@ -263,15 +257,9 @@ class Ivr:
             row.end_reason = sip.end_reason
             row.disposition = result.disposition if row.answered_at else "abandoned"
             row.language = call.language
-            if result.decision:
-                row.open_decision = result.decision.why
-            if result.record:
-                row.record_stop = result.record.reason
-                row.message_seconds = result.record.seconds
             if recording_id is not None:
                 row.recording_id = recording_id
-            if result.queue is not None:
-                record_wait(s, row, result.queue)
+            write_flow(s, row, result)
         log.info("call ended", call_id=sip.call_id, row=call_id, disposition=result.disposition,
                  reason=sip.end_reason, recording=recording_id)
 
@@ -300,6 +288,17 @@ class Ivr:
                 return case_status_for(s, number)
 
         return await asyncio.to_thread(lookup)
+
+
+def write_flow(s: Session, row: Call, result: FlowResult) -> None:
+    """What the flow decided onto the call's row: open/closed and why, how a message stopped, the queue wait."""
+    if result.decision:
+        row.open_decision = result.decision.why
+    if result.record:
+        row.record_stop = result.record.reason
+        row.message_seconds = result.record.seconds
+    if result.queue is not None:
+        record_wait(s, row, result.queue)
 
 
 def on_duty(session: Session, calendar: WorkCalendar, now: dt.datetime) -> bool:
