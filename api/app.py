@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
-from api import (auth_routes, boards, campaign_pages, campaigns, cases, metrics, open311, openapi, operators, recordings,
-                 stats, users)
+from api import (auth_routes, boards, campaign_pages, campaigns, case_export, cases, metrics, open311, openapi, operators,
+                 recordings, stats, users)
 from api.auth import setup_sessions
 from api.context import CTX
 from api.errors import MAX_BODY, error, errors_middleware
@@ -23,8 +23,8 @@ from api.pages import admin_pages, assets, case_pages, console_pages, setup_temp
 from config.context import Context
 from config.db import DatabaseError, current_revision, head_revision
 
-ROUTE_MODULES = (openapi, auth_routes, cases, boards, stats, open311, recordings, metrics, operators, campaigns, campaign_pages,
-                 users, assets, case_pages, console_pages, supervision_pages, admin_pages)
+ROUTE_MODULES = (openapi, auth_routes, cases, case_export, boards, stats, open311, recordings, metrics, operators, campaigns,
+                 campaign_pages, users, assets, case_pages, console_pages, supervision_pages, admin_pages)
 
 __all__ = ["CTX", "create_app", "error"]
 

@@ -17,9 +17,7 @@ come back by line and the good ones are kept.
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import io
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -32,6 +30,7 @@ from api.auth import USER
 from api.context import CTX
 from api.errors import ApiError, json_response
 from api.openapi import Routes
+from api.spreadsheets import BOM, CONTENT_TYPE, attachment, csv_text
 from api.validation import ApiModel, parse_body, parse_query
 from campaigns.callback_targets import preview_callbacks, select_callbacks
 from campaigns.errors import CampaignError, NotFound, StateError, TargetError, WindowError
@@ -479,25 +478,21 @@ EXPORT_COLUMNS = ("case_number", "phone", "state", "drop_reason", "attempts", "o
 
 
 @routes.get(ID + "/results.csv", summary="Results as CSV (case number, number called, outcome, rating)", roles=ROLES,
-            errors=(404,))
+            errors=(404,), produces=CONTENT_TYPE)
 async def export_results(request: web.Request) -> web.Response:
     role = request[USER].role
     tz = request.app[CTX].settings.calendar.tz
 
-    def work(s: Session) -> tuple[str, str]:
+    def work(s: Session) -> str:
         campaign = _campaign(s, request)
-        out = io.StringIO()
-        w = csv.writer(out)
-        w.writerow(EXPORT_COLUMNS)
-        for t, case in _targets(s, campaign.id):
-            row = [t.case_number, shown_phone(role, case, t.phone), t.state, t.drop_reason, t.attempts, t.outcome,
-                   t.rating, t.choice, t.updated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")]
-            w.writerow(row)  # every cell is the system's own (numbers, states): nothing a spreadsheet would run
-        return campaign.name, out.getvalue()
+        rows = [[t.case_number, shown_phone(role, case, t.phone), t.state, t.drop_reason, t.attempts, t.outcome,
+                 t.rating, t.choice, t.updated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")]
+                for t, case in _targets(s, campaign.id)]
+        return csv_text([EXPORT_COLUMNS, *rows])
 
-    name, text = await _db(request, work, write=False)
-    return web.Response(text="\ufeff" + text, content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="campaign-{request.match_info["id"]}.csv"'})
+    text = await _db(request, work, write=False)
+    return web.Response(body=(BOM + text).encode(),
+                        headers=attachment(f"campaign-{request.match_info['id']}.csv"))
 
 
 # -- follow-up tasks --------------------------------------------------------------------------

@@ -122,7 +122,9 @@ class MergeBody(ApiModel):
     note: Text(4000) | None = None
 
 
-class CaseListQuery(ApiModel):
+class CaseFilters(ApiModel):
+    """Which cases, in which order: the case list's filters, shared by the CSV export."""
+
     status: str | None = Field(None, max_length=200, description="comma-separated statuses, e.g. draft,accepted")
     channel: Text(20) | None = None
     category: Text(40) | None = None
@@ -138,6 +140,11 @@ class CaseListQuery(ApiModel):
                                         description="last local day (inclusive)")
     q: Text(200) | None = Field(None, description="text in the content, or a case number")
     sort: Literal["-received_at", "received_at", "-updated_at", "updated_at"] = "-received_at"
+
+
+class CaseListQuery(CaseFilters):
+    """The filters, and the page: after which row, how many."""
+
     cursor: str | None = Field(None, max_length=400, description="next_cursor of the previous page")
     limit: int = Field(50, ge=1, le=500)
 

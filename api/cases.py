@@ -253,6 +253,17 @@ def list_statement(ctx: Context, s: Session, q: CaseListQuery, user: Staff, now:
     return stmt.order_by(*order).limit(q.limit + 1)
 
 
+def list_page(ctx: Context, s: Session, q: CaseListQuery, user: Staff, now: dt.datetime) -> tuple[list[Case], str | None]:
+    """One page of the list and the cursor of the next one (None on the last page): the API's
+    list pages and the CSV export's batches alike."""
+    rows = list(s.scalars(list_statement(ctx, s, q, user, now)))
+    page = rows[: q.limit]
+    if len(rows) <= q.limit:
+        return page, None
+    last = page[-1]
+    return page, _cursor_encode(q.sort, last.received_at if q.sort.endswith("received_at") else last.updated_at, last.id)
+
+
 @routes.get("/api/v1/cases", summary="List cases: filters, sort and cursor pagination", roles=ANY_STAFF,
             query=CaseListQuery, response=CaseList,
             description="A unit handler sees only their unit's cases. Protected reporters' personal fields are "
@@ -263,12 +274,7 @@ async def list_cases(request: web.Request) -> web.Response:
     now = ctx.now()
 
     def load(s: Session) -> CaseList:
-        rows = list(s.scalars(list_statement(ctx, s, q, user, now)))
-        page, more = rows[: q.limit], len(rows) > q.limit
-        nxt = None
-        if more:
-            last = page[-1]
-            nxt = _cursor_encode(q.sort, last.received_at if q.sort.endswith("received_at") else last.updated_at, last.id)
+        page, nxt = list_page(ctx, s, q, user, now)
         return CaseList(items=[summary(s, ctx, c, user, now) for c in page], next_cursor=nxt)
 
     return answer(await in_transaction(ctx, load))
@@ -427,4 +433,4 @@ async def merge_case(request: web.Request) -> web.Response:
     return answer(out, version=out.case.version)
 
 
-__all__ = ["ACTION_ROUTES", "can_see", "load_case", "overdue_clause", "routes"]
+__all__ = ["ACTION_ROUTES", "can_see", "list_page", "list_statement", "load_case", "overdue_clause", "routes"]

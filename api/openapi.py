@@ -60,6 +60,8 @@ class Endpoint:
     document: bool = True
     if_match: bool = False
     """The route changes a versioned resource: If-Match (its ETag) is required, 428 without it."""
+    produces: str | None = None
+    """The media type of a successful answer that is not a JSON model (e.g. "text/csv")."""
 
 
 @dataclass
@@ -203,6 +205,8 @@ def build_document(endpoints: Sequence[Endpoint], *, title: str = "12389 hotline
         ok: dict[str, Any] = {"description": HTTPStatus(e.status).phrase}
         if e.response is not None:
             ok["content"] = {"application/json": {"schema": ref(e.response)}}
+        elif e.produces is not None:
+            ok["content"] = {e.produces: {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(e.status): ok}
         statuses = set(e.errors)
         if e.roles != PUBLIC:

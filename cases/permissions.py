@@ -35,6 +35,10 @@ UNIT = ("unit_handler", "supervisor")
 CONTACTERS = ("operator", "supervisor", "unit_handler")
 CASE_ROLES = ("operator", "supervisor", "unit_handler")
 """Roles that read and work on cases (each sees the cases :func:`api.cases.can_see` lets them)."""
+EXPORTERS = ("supervisor", "admin")
+"""Roles that may export the case list as CSV: the leader on duty, and administrators (who read the
+case list too, with every personal field masked). A file leaves the system's control once
+downloaded, so in it a protected reporter's personal fields are masked for every role."""
 
 ACTION_ROLES: dict[str, tuple[str, ...]] = {
     "accept": CENTRE,

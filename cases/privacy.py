@@ -3,8 +3,10 @@
 A case is *protected* when the reporter asked for confidentiality or is anonymous. For a
 protected case the personal fields are shown only to the roles that must contact the
 reporter, masked for everyone else, and every unmasked view is written to
-``personal_data_view``. Exports and Open311 (:func:`public_view`) never carry them, for
-any case.
+``personal_data_view``. Open311 (:func:`public_view`) never carries them, for any case;
+exports (the staff's CSV of the case list, api/case_export.py) carry a protected
+reporter's fields masked whatever the exporter's role, as lists do, since a downloaded
+file is out of reach of this table and of the view log.
 
 Decisions (12389 handles complaints *about police units*, so the responsible unit may be
 the one complained about):
@@ -119,7 +121,7 @@ PUBLIC_FIELDS = ("number", "channel", "category", "handling_form", "status", "un
 
 
 def public_view(case: Case, *, tz: dt.tzinfo | None = None) -> dict[str, Any]:
-    """What may leave the building (exports, Open311): no personal field, whoever reported it.
+    """What may leave the building to the public (Open311): no personal field, whoever reported it.
 
     The content is included only for unprotected cases: a confidential reporter's own
     words often identify them.

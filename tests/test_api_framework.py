@@ -176,6 +176,10 @@ async def test_openapi_matches_the_router(aiohttp_client, ctx) -> None:  # type:
         Draft202012Validator.check_schema(schema)
     cases = doc["paths"]["/api/v1/cases"]["get"]
     assert {"status", "limit", "cursor", "sort", "q"} <= {p["name"] for p in cases["parameters"]}
+    export = doc["paths"]["/api/v1/cases/export.csv"]["get"]
+    assert list(export["responses"]["200"]["content"]) == ["text/csv"] and export["x-roles"] == ["supervisor", "admin"]
+    names = {p["name"] for p in export["parameters"]}
+    assert {"status", "sort", "q", "overdue"} <= names and not {"cursor", "limit"} & names, "the list's filters, no pages"
 
 
 def test_document_covers_path_parameters() -> None:

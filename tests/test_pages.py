@@ -5,7 +5,9 @@ The same flows in a real browser are in tests/test_pages_browser.py."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,35 @@ async def test_queue_colours_deadlines_and_filters(aiohttp_client, ctx) -> None:
         assert r.status == 400, bad
         html = await r.text()
         assert "筛选条件有误" in html and "<script>x</script>" not in html
+
+
+async def test_queue_links_its_csv_export_for_supervisors(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]
+    seed(ctx)
+    client, _, _ = await _client(aiohttp_client, ctx, "supervisor")
+
+    async def queue_and_export(params: dict[str, str]) -> tuple[list[str], list[str]]:
+        html = await (await client.get("/cases", params=params)).text()
+        m = re.search(r'<a id="export-csv" href="([^"]+)"', html)
+        assert m, params
+        r = await client.get(m.group(1).replace("&amp;", "&"))  # the session cookie is enough for a GET
+        assert r.status == 200 and r.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO((await r.text()).lstrip("\ufeff"), newline="")))
+        return sorted(re.findall(r'data-number="([^"]+)"', html)), sorted(row["number"] for row in rows)
+
+    for params in ({}, {"status": "draft", "channel": "voicemail"}, {"status": "all", "deadline": "overdue"},
+                   {"status": "closed"}, {"status": "all", "channel": "web", "key": ""}):
+        shown, exported = await queue_and_export(params)
+        assert shown == exported, params
+    assert len((await queue_and_export({"status": "draft", "channel": "voicemail"}))[1]) == 2
+    html = await (await client.get("/cases", params={"deadline": "near"})).text()
+    assert 'id="export-csv"' not in html and 'id="export-csv-none"' in html, "no export of more than the page shows"
+    html = await (await client.get("/cases", params={"lang": "en"})).text()
+    assert ">Export CSV</a>" in html
+    for role in ("operator", "unit_handler"):
+        other, _, _ = await _client(aiohttp_client, ctx, role)
+        html = await (await other.get("/cases")).text()
+        assert "export.csv" not in html and "export-csv" not in html, role
+        assert (await other.get("/api/v1/cases/export.csv")).status == 403, role
 
 
 async def test_queue_pages_by_id(aiohttp_client, ctx) -> None:  # type: ignore[no-untyped-def]

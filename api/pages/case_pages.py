@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import Field
@@ -30,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import USER
+from api.case_export import EXPORT_PATH
 from api.case_schemas import LISTENERS, NUMBER_RE, list_personal, privacy_role
 from api.cases import can_see
 from api.context import CTX
@@ -42,7 +44,7 @@ from cases.deadlines import DeadlineState, deadline_state
 from cases.actions import CaseValidationError, StaleVersion
 from cases.lifecycle import DRAFT, OPEN, STATUSES, IllegalTransition, LifecycleError, allowed_actions
 from cases.models import Case
-from cases.permissions import ACTION_ROLES, CASE_ROLES, CENTRE, case_actions, permitted_actions
+from cases.permissions import ACTION_ROLES, CASE_ROLES, CENTRE, EXPORTERS, case_actions, permitted_actions
 from cases.users import Staff
 from cases.privacy import personal_view
 from config.context import Context
@@ -72,6 +74,25 @@ class QueueQuery(ApiModel):
     key: Literal["", "1"] = ""
     before: int | None = Field(None, ge=1)
     lang: Literal["zh", "en"] | None = None
+
+
+def export_link(q: QueueQuery) -> str | None:
+    """The CSV export (api/case_export.py) of the cases this queue shows, in the API's filter
+    words; None for the "deadline near" filter, which the export has no equivalent of (an
+    export of more cases than the page shows would be a wrong file, not a convenience)."""
+    if q.deadline == "near":
+        return None
+    params: dict[str, str] = {}
+    if q.status != "all":
+        params["status"] = ",".join(OPEN) if q.status == "open" else q.status
+    for name in ("channel", "category", "unit"):
+        if getattr(q, name):
+            params[name] = getattr(q, name)
+    if q.deadline == "overdue":
+        params["overdue"] = "true"
+    if q.key:
+        params["key_supervision"] = "true"
+    return EXPORT_PATH + ("?" + urlencode(params) if params else "")
 
 
 def worst(states: list[DeadlineState]) -> DeadlineState | None:
@@ -156,8 +177,11 @@ async def queue(request: web.Request) -> web.Response:
         return {"rows": rows, "next_before": last_id if more else None}
 
     data = await asyncio.to_thread(load)
+    exporter = user.role in EXPORTERS
     return await render_page(request, "queue.html", {"q": q, "statuses": STATUSES, "channels": actions.CHANNELS,
-                                                     "unit_queue": user.role == "unit_handler", **choices(ctx), **data})
+                                                     "unit_queue": user.role == "unit_handler", "exporter": exporter,
+                                                     "export_url": export_link(q) if exporter else None,
+                                                     **choices(ctx), **data})
 
 
 # --- one case ------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ _PAIRS: dict[str, tuple[str, str]] = {
     "queue.filter": ("筛选", "Filter"),
     "queue.empty": ("没有符合条件的案件。", "No cases match."),
     "queue.more": ("更多…", "More…"),
+    "queue.export": ("导出 CSV", "Export CSV"),
+    "queue.export_near": ("按“临期”筛选时无法导出 CSV。", "Cases near their deadline cannot be exported as CSV."),
     "queue.unit_title": ("本单位案件：{unit}", "Cases of {unit}"),
     # deadlines
     "deadline.sign": ("签收分派", "Sign"),
