@@ -236,34 +236,21 @@ def explain(ctx: Any) -> None:
     values written in (literal_binds) differently (channel+overdue: a sort of every phone
     case instead of the received_at index).
     """
-    from sqlalchemy import event
-
     from api.case_schemas import CaseListQuery
     from api.cases import list_statement
     from cases.users import Staff
+    from config.db import explain
 
     user = Staff(0, "bench", "bench", "supervisor", None, None)
     rng = random.Random(1)
     caller = repeat_caller(ctx)  # the query runs once first: a number nobody called scans every case
     prefix = "EXPLAIN QUERY PLAN " if ctx.engine.dialect.name == "sqlite" else "EXPLAIN ANALYZE "
-    sent: list[tuple[str, Any]] = []
-
-    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        sent.append((statement, parameters))
-
     for sc in SCENARIOS:
         if sc.detail or sc.cursor:
             continue
         params = {"caller": caller} if sc.name == "caller digits" else sc.params(rng)
         with ctx.sessions() as s:
-            stmt = list_statement(ctx, s, CaseListQuery(**params), user, ctx.now())
-            event.listen(ctx.engine, "before_cursor_execute", grab)
-            try:
-                s.execute(stmt).all()
-            finally:
-                event.remove(ctx.engine, "before_cursor_execute", grab)
-            statement, bound = sent[-1]
-            rows = s.connection().exec_driver_sql(prefix + statement, bound).all()
+            rows = explain(s, list_statement(ctx, s, CaseListQuery(**params), user, ctx.now()), prefix)
         print(f"\n-- {sc.name}: {params}")
         for row in rows:
             print("   ", row[-1])

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import DateTime, Engine, Index, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -137,6 +138,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+def explain(s: Session, stmt: Any, prefix: str = "EXPLAIN QUERY PLAN ") -> list[Any]:
+    """The plan of ``stmt`` exactly as the driver is sent it (parameters bound, not written in):
+    SQLite plans a query with literal values differently. Runs the statement once to catch it."""
+    sent: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        sent.append((statement, parameters))
+
+    engine = s.get_bind()
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        s.execute(stmt).all()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    statement, parameters = sent[-1]
+    return list(s.connection().exec_driver_sql(prefix + statement, parameters).all())
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

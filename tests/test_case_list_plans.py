@@ -11,11 +11,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from api.case_schemas import CaseListQuery
 from api.cases import _cursor_encode, list_statement
 from cases.users import Staff
+from config.db import explain
 
 SUPERVISOR = Staff(1, "boss", "boss", "supervisor", None, None)
 HANDLER = Staff(2, "east", "east", "unit_handler", "branch_east", None)
@@ -24,20 +24,8 @@ CURSOR = _cursor_encode("-received_at", dt.datetime(2026, 10, 1, tzinfo=dt.UTC),
 
 def sent_plan(ctx: Any, query: CaseListQuery, user: Staff) -> str:
     """EXPLAIN QUERY PLAN of the statement exactly as the API sends it (parameters bound, not inlined)."""
-    sent: list[tuple[str, Any]] = []
-
-    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        sent.append((statement, parameters))
-
     with ctx.sessions() as s:
-        stmt = list_statement(ctx, s, query, user, ctx.now())
-        event.listen(ctx.engine, "before_cursor_execute", grab)
-        try:
-            s.execute(stmt).all()
-        finally:
-            event.remove(ctx.engine, "before_cursor_execute", grab)
-        statement, parameters = sent[-1]
-        rows = s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        rows = explain(s, list_statement(ctx, s, query, user, ctx.now()))
     return " | ".join(str(r[-1]) for r in rows)
 
 

@@ -94,7 +94,7 @@ from ivr.sip.message import (
     split_header_list,
 )
 from ivr.sip.outgoing import Credentials, OutgoingCall, build_invite
-from ivr.sip.register import USER_AGENT, RegisterTiming, Registration
+from ivr.sip.register import RegisterTiming, Registration
 from ivr.sip.sdp import SdpError, build_offer, negotiate, parse_sdp
 from ivr.sip.transactions import (
     InviteClientTransaction,
