@@ -26,7 +26,7 @@ from config.settings import VoicemailSettings
 from ivr.flows import CallPort
 
 from campaigns.survey import KEY_TIMEOUT, MAX_TRIES, REPEAT_KEY, SurveyResult
-from campaigns.transfer import MESSAGE, OperatorOpen, Transfer, reachable
+from campaigns.transfer import MESSAGE, OperatorOpen, Transfer, hand_over
 
 OPERATOR_KEY = "1"
 MESSAGE_KEY = "2"
@@ -58,12 +58,7 @@ async def run_callback_call(call: CallPort, script: CallbackScript, result: Surv
             return result
         result.keys += key
         if key == OPERATOR_KEY:
-            result.operator_requested = True
-            if await reachable(script.operator_open, script.transfer):
-                assert script.transfer is not None
-                await call.play([f"{seg}_transfer"])
-                handed = await script.transfer(call)
-                result.choice, result.comment = handed.choice, handed.message
+            if await hand_over(call, f"{seg}_transfer", script.operator_open, script.transfer, result):
                 return result
             await call.play([f"{seg}_no_operator"])
             wants_message = True

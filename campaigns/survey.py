@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from config.settings import VoicemailSettings
 from ivr.flows import CallPort, RecordOutcome
 
-from campaigns.transfer import OperatorOpen, Transfer, reachable
+from campaigns.transfer import OperatorOpen, Transfer, hand_over
 
 KEY_TIMEOUT = 8.0
 """Seconds to wait for the rating key after the question."""
@@ -90,12 +90,7 @@ async def run_survey(call: CallPort, script: SurveyScript, result: SurveyResult 
         if key == REPEAT_KEY:
             await call.play(intro, interrupt=True)
         elif key == OPERATOR_KEY:
-            result.operator_requested = True
-            if await reachable(script.operator_open, script.transfer):
-                assert script.transfer is not None
-                await call.play([f"{seg}_transfer"])
-                handed = await script.transfer(call)
-                result.choice, result.comment = handed.choice, handed.message
+            if await hand_over(call, f"{seg}_transfer", script.operator_open, script.transfer, result):
                 return result
             await call.play([f"{seg}_operator_closed"])
         else:

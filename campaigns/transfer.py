@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ivr.flows import CallPort, RecordOutcome
+
+if TYPE_CHECKING:
+    from campaigns.survey import SurveyResult
 
 OPERATOR = "operator"
 """An operator talked with the callee (the result the campaign shows as transferred)."""
@@ -44,8 +48,15 @@ Transfer = Callable[[CallPort], Awaitable[Handover]]
 """Queue the call for an operator until it ends (see the module docstring)."""
 
 
-async def reachable(operator_open: OperatorOpen | None, transfer: Transfer | None) -> bool:
-    """An operator may be offered: this process can queue the call, and operators are on duty."""
-    if transfer is None or operator_open is None:
+async def hand_over(call: CallPort, segment: str, operator_open: OperatorOpen | None, transfer: Transfer | None,
+                    result: SurveyResult) -> bool:
+    """The callee pressed the operator key. When an operator can be offered (this process can queue the call
+    and operators are on duty), play ``segment`` ("transferring you"), queue the call and write how it ended
+    on ``result``: True, the dialogue is over. False: none can be offered and the flow goes on."""
+    result.operator_requested = True
+    if transfer is None or operator_open is None or not await operator_open():
         return False
-    return await operator_open()
+    await call.play([segment])
+    handed = await transfer(call)
+    result.choice, result.comment = handed.choice, handed.message
+    return True
