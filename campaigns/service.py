@@ -69,12 +69,12 @@ CHOICE_OF = {"operator": OPERATOR, "voicemail": MESSAGE, "callback": CALLBACK}
 def queue_transfer(transfer: Callable[[LiveCall], Awaitable[FlowResult]]) -> Transfer:
     """The IVR's transfer (``Ivr.transfer``) as the campaign flows call it."""
 
-    async def hand_over(call: CallPort) -> Handover:
+    async def queued(call: CallPort) -> Handover:
         assert isinstance(call, LiveCall), "campaign calls come from the IVR's dialer"
         result = await transfer(call)
         return Handover(CHOICE_OF.get(result.disposition, ABANDONED), result.record)
 
-    return hand_over
+    return queued
 
 
 async def start_scheduler(ctx: Context, dialer: IvrDialer, *, operator_open: OperatorOpen | None = None,

@@ -105,9 +105,9 @@ class Dialer:
         self.prompts = prompts
         self.node = node
         self._tasks = tasks
+        """The IVR's call tasks: stopping the IVR cancels them, which hangs up and closes what is left."""
         self.hooks = hooks if hooks is not None else []
         """Called for each stored recording ('recording_stored': queues transcription), as for inbound calls."""
-        """The IVR's call tasks: stopping the IVR cancels them, which hangs up and closes what is left."""
 
     async def dial(self, number_or_uri: str, *, ring_timeout: float = 30.0, caller_id: str | None = None,
                    disposition: str = "answered", record_kind: str = live.CAMPAIGN) -> DialResult:

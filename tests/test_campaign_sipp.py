@@ -93,6 +93,13 @@ def targets(sessions: sessionmaker[Session]) -> dict[str, CampaignTarget]:
         return {t.phone[-11:]: t for t in s.scalars(select(CampaignTarget))}  # type: ignore[index]
 
 
+def stored_call(sessions: sessionmaker[Session], call_id: int | None) -> Call | None:
+    """The call once it has ended and its recording is stored; None until then."""
+    with sessions() as s:
+        call = s.get(Call, call_id) if call_id is not None else None
+        return call if call is not None and call.recording_id is not None and call.ended_at is not None else None
+
+
 def wait_for(what: str, check: Callable[[], Any], svc: IvrService, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,12 +194,7 @@ def test_campaign_calls_citizens(ivr_service, citizens) -> None:  # type: ignore
         event = s.scalars(select(CaseEvent).where(CaseEvent.case_id == cases[PHONES["key1"]].id,
                                                   CaseEvent.action == "close")).one()
         assert event.data["call_id"] == attempt.call_id and event.data["satisfaction"] == "satisfied"
-    def recorded() -> Any:
-        with sessions() as s:
-            call = s.get(Call, attempt.call_id)
-            return call if call is not None and call.recording_id is not None and call.ended_at is not None else None
-
-    call = wait_for("the comment stored", recorded, svc, timeout=30)
+    call = wait_for("the comment stored", lambda: stored_call(sessions, attempt.call_id), svc, timeout=30)
     with sessions() as s:
         assert (call.direction, call.disposition) == ("out", "campaign")
         rec = s.get(Recording, call.recording_id)
@@ -290,12 +292,7 @@ def test_callback_campaign_rings_the_callback_list(ivr_service, citizens) -> Non
                             .where(CampaignTarget.phone == e164(PHONES["key1"]))).one()
         assert attempt.keys == "1" and attempt.call_id is not None
 
-    def recorded() -> Any:
-        with sessions() as s:
-            call = s.get(Call, attempt.call_id)
-            return call if call is not None and call.recording_id is not None and call.ended_at is not None else None
-
-    call = wait_for("the message stored", recorded, svc, timeout=30)
+    call = wait_for("the message stored", lambda: stored_call(sessions, attempt.call_id), svc, timeout=30)
     with sessions() as s:
         rec = s.get(Recording, call.recording_id)
         assert rec is not None and (rec.kind, rec.call_id, rec.channels) == ("voicemail", call.id, 1)
