@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import atexit
+import collections
 import functools
 import hashlib
 import math
@@ -128,18 +129,34 @@ requires_pcap_play = pytest.mark.skipif(pcap_play_skip_reason() is not None, rea
 # --------------------------------------------------------------------------- ports
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port nothing is bound to right now (the kernel's pick)."""
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
+"""Ports these helpers gave out lately in this process. A port picked for SIPp stays unbound until SIPp
+starts, and the kernel may offer the same port to the next pick meanwhile: seen in CI as a phone whose media
+port equalled its SIP port ("Unable to bind audio RTP socket ... Address already in use")."""
+
+
+def _kernel_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def free_media_port(host: str = "127.0.0.1") -> int:
-    """An even port p with p .. p+3 free: SIPp binds its media port p and p+2 (RTCP neighbours spared)."""
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nothing is bound to right now (the kernel's pick), and not given out lately by these helpers."""
     for _ in range(200):
-        p = free_udp_port(host) & ~1
-        if p + 3 > 65535 or p < 1024:
+        p = _kernel_port(host)
+        if p not in _HANDED_OUT:
+            _HANDED_OUT.append(p)
+            return p
+    raise RuntimeError(f"no fresh free UDP port on {host}")
+
+
+def free_media_port(host: str = "127.0.0.1") -> int:
+    """An even port p with p .. p+3 free and not given out lately: SIPp binds its media port p and p+2
+    (RTCP neighbours spared)."""
+    for _ in range(200):
+        p = _kernel_port(host) & ~1
+        if p + 3 > 65535 or p < 1024 or any(q in _HANDED_OUT for q in range(p, p + 4)):
             continue
         socks: list[socket.socket] = []
         try:
@@ -147,6 +164,7 @@ def free_media_port(host: str = "127.0.0.1") -> int:
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 socks.append(s)
                 s.bind((host, q))
+            _HANDED_OUT.extend(range(p, p + 4))
             return p
         except OSError:
             continue

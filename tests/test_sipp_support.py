@@ -31,6 +31,7 @@ from sipp_support import (
     RtpCapture,
     SippProcess,
     cached_rtp_pcap,
+    free_media_port,
     free_udp_port,
     load_pcm_8k,
     make_rtp_pcap,
@@ -480,3 +481,31 @@ def test_stopping_a_running_sipp_is_never_ok(tmp_path: Path, capture: RtpCapture
     assert not uas.running()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_port_handed_out_is_not_handed_out_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may offer a just-picked (not yet bound) port again: a phone's media port must never be
+    its own SIP port (CI saw "Unable to bind audio RTP socket ... Address already in use")."""
+    import sipp_support
+
+    sip = free_udp_port()
+    media = sipp_support._kernel_port("127.0.0.1") & ~1  # a free neighbourhood for the media pick to land on
+    while not all(_udp_free(q) for q in range(media, media + 4)) or sip in range(media - 4, media + 4):
+        media = sipp_support._kernel_port("127.0.0.1") & ~1
+    offers = iter([sip, sip, sip + 1 if sip % 2 == 0 else sip, media])
+    monkeypatch.setattr(sipp_support, "_kernel_port", lambda host: next(offers))
+    assert free_media_port() == media
+    offers = iter([sip, media + 2, sip + 10_000 if sip < 50_000 else sip - 10_000])
+    assert free_udp_port() not in (sip, media + 2)
+
+
+def _udp_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
